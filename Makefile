@@ -1,0 +1,49 @@
+# mlasr: the two commands that do everything on a fresh Debian/Ubuntu machine are
+#   make demo    build the default benchmark, train, evaluate, print the per-language table
+#   make test    install test dependencies and run the suite
+SHELL := /bin/bash
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+DATA ?= $(HOME)/mlasr_data
+WORK ?= $(HOME)/mlasr_runs
+
+# Debian packages: speech engines for the generated benchmark, sclite for scoring checks.
+APT_PACKAGES := espeak-ng festival festvox-kallpc16k festvox-hi-nsk festvox-mr-nsk \
+  festvox-te-nsk festvox-ru festvox-italp16k festvox-czech-dita festvox-suopuhe-mv \
+  festvox-ca-ona-hts sctk sox
+
+.PHONY: help install-system install install-test test demo bench clean-demo
+
+help:
+	@echo "make demo | make test | make bench"
+
+# apt-get runs only when something is missing, so repeated runs stay fast.
+install-system:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages:" $$missing; \
+	  SUDO=$$( [ $$(id -u) -eq 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+install: install-system
+	$(PIP) install -q -e .
+
+install-test: install
+	$(PIP) install -q -e '.[test]'
+
+test: install-test
+	$(PYTHON) -m pytest -q tests
+
+demo: install
+	$(PYTHON) -m data_prep.synth_benchmark --preset demo --out $(DATA)/demo
+	$(PYTHON) -m mlasr.train --config experiments/demo_ctc.py:root=$(DATA)/demo --workdir $(WORK)/demo_ctc
+	$(PYTHON) -m mlasr.evaluate --workdir $(WORK)/demo_ctc --split test
+
+bench: install-test
+	$(PYTHON) benchmarks/pipeline_throughput.py
+	$(PYTHON) benchmarks/model_speed.py
+
+clean-demo:
+	rm -rf $(WORK)/demo_ctc
