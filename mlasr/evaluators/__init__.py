@@ -1,0 +1,1 @@
+"""Evaluators: turning scored utterances into reports (see report.py)."""
