@@ -1,0 +1,297 @@
+"""Loaders for Common Voice and VoxPopuli directories as downloaded, and the DataReport.
+
+Loaders only read metadata and stat files (cheap on a million clips); decoding happens in the
+TFDS builder, which counts undecodable clips in the same report. Bad rows are skipped and
+counted by (corpus, lang, split, reason), never fatal, never silent.
+
+Unknown language codes (not in `mlasr.data.languages.LANGUAGES`) are KEPT with a warning in
+the report: loaders must work on real downloads with languages we have no TTS voice for, and
+language metadata is only needed by text normalisation, which has its own fallback rules.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import os
+from typing import Iterable, Sequence
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "dev", "test")
+SUBSETS = ("train_10min", "train_1h")
+_MAX_EXAMPLES = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class Utterance:
+  corpus: str  # "commonvoice" | "voxpopuli"
+  lang: str
+  split: str  # "train" | "dev" | "test" (and subsets "train_10min", "train_1h")
+  utt_id: str
+  audio_path: str  # absolute path
+  text: str  # raw transcript as in the corpus
+  speaker: str
+
+
+class DataReport:
+  """Counts kept and skipped items by (corpus, lang, split[, reason]) with example paths."""
+
+  def __init__(self):
+    self.skipped = collections.defaultdict(lambda: {"count": 0, "examples": []})
+    self.kept = collections.defaultdict(lambda: {"count": 0, "seconds": 0.0})
+    self.warnings: list[dict[str, str]] = []
+
+  def skip(self, corpus: str, lang: str, split: str, reason: str, path: str) -> None:
+    entry = self.skipped[(corpus, lang, split, reason)]
+    if entry["count"] == 0:
+      log.warning("skipping %s/%s/%s: %s (%s); further ones are counted in the data report",
+                  corpus, lang, split, reason, path)
+    entry["count"] += 1
+    if len(entry["examples"]) < _MAX_EXAMPLES:
+      entry["examples"].append(str(path))
+
+  def keep(self, corpus: str, lang: str, split: str, seconds: float | None = None) -> None:
+    entry = self.kept[(corpus, lang, split)]
+    entry["count"] += 1
+    if seconds is not None:
+      entry["seconds"] += float(seconds)
+
+  def warn(self, corpus: str, lang: str, reason: str, detail: str) -> None:
+    w = {"corpus": corpus, "lang": lang, "reason": reason, "detail": detail}
+    if w not in self.warnings:
+      log.warning("%s/%s: %s (%s)", corpus, lang, reason, detail)
+      self.warnings.append(w)
+
+  def skip_counts(self, corpus: str | None = None, lang: str | None = None,
+                  split: str | None = None) -> dict[str, int]:
+    """Skipped counts by reason, filtered by the given keys."""
+    out = collections.Counter()
+    for (c, l, s, reason), entry in self.skipped.items():
+      if (corpus in (None, c)) and (lang in (None, l)) and (split in (None, s)):
+        out[reason] += entry["count"]
+    return dict(out)
+
+  def kept_count(self, corpus: str | None = None, lang: str | None = None,
+                 split: str | None = None) -> int:
+    return sum(e["count"] for (c, l, s), e in self.kept.items()
+               if (corpus in (None, c)) and (lang in (None, l)) and (split in (None, s)))
+
+  def merge(self, other: "DataReport") -> "DataReport":
+    for key, e in other.skipped.items():
+      mine = self.skipped[key]
+      mine["count"] += e["count"]
+      mine["examples"] = (mine["examples"] + e["examples"])[:_MAX_EXAMPLES]
+    for key, e in other.kept.items():
+      self.kept[key]["count"] += e["count"]
+      self.kept[key]["seconds"] += e["seconds"]
+    for w in other.warnings:
+      if w not in self.warnings:
+        self.warnings.append(w)
+    return self
+
+  def to_dict(self) -> dict:
+    return {
+        "kept": [dict(corpus=c, lang=l, split=s, count=e["count"],
+                      hours=round(e["seconds"] / 3600, 6))
+                 for (c, l, s), e in sorted(self.kept.items())],
+        "skipped": [dict(corpus=c, lang=l, split=s, reason=r, count=e["count"],
+                         examples=list(e["examples"]))
+                    for (c, l, s, r), e in sorted(self.skipped.items())],
+        "warnings": list(self.warnings),
+    }
+
+  def to_json(self, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+      json.dump(self.to_dict(), f, indent=1, ensure_ascii=False)
+
+  @classmethod
+  def from_json(cls, path: str) -> "DataReport":
+    with open(path, encoding="utf-8") as f:
+      d = json.load(f)
+    r = cls()
+    for e in d["kept"]:
+      r.kept[(e["corpus"], e["lang"], e["split"])] = {"count": e["count"],
+                                                      "seconds": e["hours"] * 3600}
+    for e in d["skipped"]:
+      r.skipped[(e["corpus"], e["lang"], e["split"], e["reason"])] = {
+          "count": e["count"], "examples": e["examples"]}
+    r.warnings = d.get("warnings", [])
+    return r
+
+  def summary(self) -> str:
+    lines = []
+    for (c, l, s), e in sorted(self.kept.items()):
+      lines.append(f"kept    {c}/{l}/{s}: {e['count']} ({e['seconds'] / 3600:.3f} h)")
+    for (c, l, s, r), e in sorted(self.skipped.items()):
+      lines.append(f"skipped {c}/{l}/{s}: {e['count']} {r} (e.g. {e['examples'][0]})")
+    for w in self.warnings:
+      lines.append(f"warning {w['corpus']}/{w['lang']}: {w['reason']} ({w['detail']})")
+    return "\n".join(lines) if lines else "(empty data report)"
+
+
+def _read_tsv(path: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
+  """Header and (line number, fields) rows. No quoting: sentences contain bare quotes."""
+  with open(path, encoding="utf-8", errors="replace", newline="") as f:
+    lines = f.read().split("\n")
+  header = lines[0].lstrip("\ufeff").rstrip("\r").split("\t") if lines else []
+  rows = [(i + 1, line.rstrip("\r").split("\t")) for i, line in enumerate(lines[1:], start=1)
+          if line.strip()]
+  return header, rows
+
+
+def _check_lang(corpus: str, lang: str, report: DataReport) -> None:
+  try:
+    from mlasr.data import languages  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return
+  if lang not in languages.LANGUAGES:
+    report.warn(corpus, lang, "unknown_language_code",
+                "not in mlasr.data.languages.LANGUAGES; kept, text normalisation uses generic "
+                "rules")
+
+
+def _list_langs(corpus_dir: str, langs: Sequence[str] | None) -> list[str]:
+  if langs is not None:
+    return list(langs)
+  if not os.path.isdir(corpus_dir):
+    return []
+  return sorted(d for d in os.listdir(corpus_dir) if os.path.isdir(os.path.join(corpus_dir, d)))
+
+
+def _check_audio(path: str) -> str | None:
+  try:
+    size = os.path.getsize(path)
+  except OSError:
+    return "missing_audio"
+  return "empty_audio" if size == 0 else None
+
+
+def _read_rows(corpus: str, lang: str, split: str, tsv: str, required: Sequence[str],
+               report: DataReport) -> Iterable[dict[str, str]]:
+  if not os.path.isfile(tsv):
+    report.skip(corpus, lang, split, "missing_tsv", tsv)
+    return
+  header, rows = _read_tsv(tsv)
+  missing = [c for c in required if c not in header]
+  if missing:
+    report.skip(corpus, lang, split, f"bad_header(no {','.join(missing)})", tsv)
+    return
+  for lineno, fields in rows:
+    if len(fields) != len(header):
+      report.skip(corpus, lang, split, "bad_row", f"{tsv}:{lineno}")
+      continue
+    yield dict(zip(header, fields))
+
+
+def read_commonvoice(root: str, langs: Sequence[str] | None = None,
+                     splits: Sequence[str] = SPLITS,
+                     report: DataReport | None = None) -> list[Utterance]:
+  """Reads ROOT/commonvoice/<lang>/{split}.tsv (any release: only path, sentence and
+  client_id are required; unknown extra columns are ignored)."""
+  report = report if report is not None else DataReport()
+  corpus_dir = os.path.abspath(os.path.join(root, "commonvoice"))
+  out = []
+  for lang in _list_langs(corpus_dir, langs):
+    lang_dir = os.path.join(corpus_dir, lang)
+    if not os.path.isdir(lang_dir):
+      report.skip("commonvoice", lang, "*", "missing_language_dir", lang_dir)
+      continue
+    if not any(os.path.isfile(os.path.join(lang_dir, f"{s}.tsv")) for s in splits):
+      report.skip("commonvoice", lang, "*", "no_split_tsvs", lang_dir)
+      continue
+    _check_lang("commonvoice", lang, report)
+    for split in splits:
+      tsv = os.path.join(lang_dir, f"{split}.tsv")
+      seen = set()
+      for row in _read_rows("commonvoice", lang, split, tsv, ("path", "sentence"), report):
+        clip = row["path"].strip()
+        audio = os.path.join(lang_dir, "clips", clip)
+        utt_id = os.path.splitext(clip)[0]
+        reason = None
+        if not clip:
+          reason = "bad_row"
+        elif utt_id in seen:
+          reason = "duplicate_id"
+        elif not row["sentence"].strip():
+          reason = "empty_text"
+        else:
+          reason = _check_audio(audio)
+        if reason:
+          report.skip("commonvoice", lang, split, reason, audio)
+          continue
+        seen.add(utt_id)
+        out.append(Utterance("commonvoice", lang, split, utt_id, audio, row["sentence"].strip(),
+                             row.get("client_id", "")))
+  return out
+
+
+def read_voxpopuli(root: str, langs: Sequence[str] | None = None,
+                   splits: Sequence[str] = SPLITS,
+                   report: DataReport | None = None) -> list[Utterance]:
+  """Reads ROOT/voxpopuli/transcribed_data/<lang>/asr_{split}.tsv; audio <year>/<id>.ogg.
+
+  `text` is raw_text, or normalized_text where raw_text is empty (older releases).
+  """
+  report = report if report is not None else DataReport()
+  corpus_dir = os.path.abspath(os.path.join(root, "voxpopuli", "transcribed_data"))
+  out = []
+  for lang in _list_langs(corpus_dir, langs):
+    lang_dir = os.path.join(corpus_dir, lang)
+    if not os.path.isdir(lang_dir):
+      report.skip("voxpopuli", lang, "*", "missing_language_dir", lang_dir)
+      continue
+    if not any(os.path.isfile(os.path.join(lang_dir, f"asr_{s}.tsv")) for s in splits):
+      report.skip("voxpopuli", lang, "*", "no_split_tsvs", lang_dir)
+      continue
+    _check_lang("voxpopuli", lang, report)
+    for split in splits:
+      tsv = os.path.join(lang_dir, f"asr_{split}.tsv")
+      seen = set()
+      for row in _read_rows("voxpopuli", lang, split, tsv, ("id",), report):
+        utt_id = row["id"].strip()
+        audio = os.path.join(lang_dir, utt_id[:4], f"{utt_id}.ogg")
+        text = (row.get("raw_text") or "").strip() or (row.get("normalized_text") or "").strip()
+        if not utt_id:
+          reason = "bad_row"
+        elif utt_id in seen:
+          reason = "duplicate_id"
+        elif not text:
+          reason = "empty_text"
+        else:
+          reason = _check_audio(audio)
+        if reason:
+          report.skip("voxpopuli", lang, split, reason, audio)
+          continue
+        seen.add(utt_id)
+        out.append(Utterance("voxpopuli", lang, split, utt_id, audio, text,
+                             row.get("speaker_id", "")))
+  return out
+
+
+def read_subset(root: str, corpus: str, lang: str, name: str) -> set[str]:
+  """Utterance ids of ROOT/subsets/<corpus>/<lang>/<name>.tsv (header `utt_id`).
+
+  Raises:
+    FileNotFoundError: the subset manifest does not exist.
+  """
+  path = os.path.join(root, "subsets", corpus, lang, f"{name}.tsv")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path}: no subset manifest {name!r} for {corpus}/{lang}; "
+                            "build it with data_prep.synth_benchmark or list its ids there")
+  header, rows = _read_tsv(path)
+  col = header.index("utt_id") if "utt_id" in header else 0
+  return {f[col].strip() for _, f in rows if len(f) > col and f[col].strip()}
+
+
+def read_corpus(root: str, corpus: str, langs: Sequence[str] | None = None,
+                splits: Sequence[str] = SPLITS,
+                report: DataReport | None = None) -> list[Utterance]:
+  """Dispatches to read_commonvoice / read_voxpopuli by corpus name."""
+  readers = {"commonvoice": read_commonvoice, "voxpopuli": read_voxpopuli}
+  if corpus not in readers:
+    raise ValueError(f"unknown corpus {corpus!r}; known: {sorted(readers)}")
+  return readers[corpus](root, langs=langs, splits=splits, report=report)
