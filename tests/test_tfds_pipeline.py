@@ -1,0 +1,319 @@
+"""TFDS array_record build + read-back, and the grain train/eval pipeline on top of it."""
+
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+from scipy import signal
+
+from mlasr.data import pipeline
+from mlasr.data import sampling
+from mlasr.data import text as text_lib
+from mlasr.data import tfds_builder
+
+CV = ("client_id path sentence_id sentence sentence_domain up_votes down_votes age gender "
+      "accents variant locale segment").split()
+VP = ("id raw_text normalized_text speaker_id split gender is_gold_transcript "
+      "accent").split()
+BUCKETS = [(16, 8000), (8, 16000), (4, 32000)]  # 0.5 s, 1 s, 2 s; batch*samples = 128k.
+WORDS = {"hi": "नमस्ते दुनिया वाक्य", "ru": "привет мир фраза", "it": "ciao mondo frase"}
+N_TRAIN = {"hi": 24, "ru": 10, "it": 6}
+
+
+def _clip(rng, seconds, sr):
+  t = np.arange(int(seconds * sr)) / sr
+  return (0.3 * np.sin(2 * np.pi * rng.uniform(200, 900) * t)).astype(np.float32)
+
+
+def _write_tsv(path, header, rows):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w", encoding="utf-8") as f:
+    f.write("\t".join(header) + "\n")
+    for r in rows:
+      f.write("\t".join(r.get(c, "") for c in header) + "\n")
+
+
+def _make_corpus(root):
+  """CV hi/ru (48 kHz mp3) and VoxPopuli it (16 kHz ogg); durations 0.3-2.6 s."""
+  rng = np.random.default_rng(0)
+  sentences = {}
+  for lang in ("hi", "ru"):
+    d = os.path.join(root, "commonvoice", lang)
+    os.makedirs(os.path.join(d, "clips"))
+    for split, n in (("train", N_TRAIN[lang]), ("dev", 3), ("test", 5)):
+      rows = []
+      for i in range(n):
+        name = f"common_voice_{lang}_{split}{i}.mp3"
+        sf.write(os.path.join(d, "clips", name), _clip(rng, rng.uniform(0.3, 2.6), 48000), 48000)
+        sent = f"{WORDS[lang].split()[i % 3]} «{i}» {WORDS[lang]}!"
+        rows.append({"client_id": f"spk{i % 4}", "path": name, "sentence": sent})
+        sentences[name[:-4]] = sent
+      _write_tsv(os.path.join(d, f"{split}.tsv"), CV, rows)
+  hi = os.path.join(root, "commonvoice", "hi")
+  # Quirks the builder (not the loader) must count, and ones the pipeline must count.
+  with open(os.path.join(hi, "clips", "corrupt.mp3"), "wb") as f:
+    f.write(b"no audio here" * 40)
+  sf.write(os.path.join(hi, "clips", "short.mp3"), _clip(rng, 0.05, 48000), 48000)
+  sf.write(os.path.join(hi, "clips", "punct.mp3"), _clip(rng, 0.7, 48000), 48000)
+  sf.write(os.path.join(hi, "clips", "oov.mp3"), _clip(rng, 0.7, 48000), 48000)
+  with open(os.path.join(hi, "train.tsv"), "a", encoding="utf-8") as f:
+    for name, sent in (("corrupt", "x"), ("short", "y"), ("punct", "!!! ?"), ("oov", "ŋŋŋ")):
+      f.write("\t".join({"path": f"{name}.mp3", "sentence": sent, "client_id": "q"}.get(c, "")
+                        for c in CV) + "\n")
+  sub = os.path.join(root, "subsets", "commonvoice", "hi")
+  _write_tsv(os.path.join(sub, "train_10min.tsv"), ["utt_id"],
+             [{"utt_id": f"common_voice_hi_train{i}"} for i in range(5)] + [{"utt_id": "nope"}])
+  d = os.path.join(root, "voxpopuli", "transcribed_data", "it")
+  for split, n in (("train", N_TRAIN["it"]), ("dev", 2), ("test", 4)):
+    rows = []
+    for i in range(n):
+      utt = f"2019010{i}-0900-PLENARY-{split}_it_{i}"
+      os.makedirs(os.path.join(d, utt[:4]), exist_ok=True)
+      sf.write(os.path.join(d, utt[:4], utt + ".ogg"), _clip(rng, rng.uniform(0.3, 2.6), 16000),
+               16000)
+      sent = f"{WORDS['it']} numero {i}."
+      rows.append({"id": utt, "raw_text": sent, "normalized_text": sent.lower(),
+                   "speaker_id": "s1", "split": split})
+      sentences[utt] = sent
+    _write_tsv(os.path.join(d, f"asr_{split}.tsv"), VP, rows)
+  return sentences
+
+
+class CharTok:
+  """Duck-typed tokenizer: characters of the fixture's texts; raises on others."""
+
+  def __init__(self):
+    chars = sorted(set("".join(WORDS.values()) + " 0123456789numero"))
+    self.ids = {c: i + 1 for i, c in enumerate(chars)}
+
+  def encode(self, text, lang):
+    del lang
+    return [self.ids[c] for c in text]
+
+
+DATASETS = [("commonvoice", "hi"), ("commonvoice", "ru"), ("voxpopuli", "it")]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp("corpus"))
+  data_dir = str(tmp_path_factory.mktemp("tfds"))
+  sentences = _make_corpus(root)
+  for corpus, lang in DATASETS:  # One with a decoding process pool, as for big corpora.
+    tfds_builder.prepare(root, data_dir, corpus, lang, num_workers=2 if lang == "it" else 1)
+  return root, data_dir, sentences
+
+
+def _train(data_dir, **kw):
+  kw.setdefault("tokenizer", CharTok())
+  return pipeline.train_data(data_dir, DATASETS, buckets=BUCKETS, **kw)
+
+
+def test_build_read_back(prepared):
+  root, data_dir, sentences = prepared
+  src = tfds_builder.data_source(data_dir, "commonvoice", "hi", "train")
+  assert len(src) == N_TRAIN["hi"] + 2  # + punct, oov; corrupt and short are skipped.
+  seen = set()
+  for i in range(len(src)):
+    ex = src[i]
+    utt = ex["utt_id"].decode()
+    seen.add(utt)
+    if utt in ("punct", "oov"):
+      continue
+    ref = sf.read(os.path.join(root, "commonvoice", "hi", "clips", utt + ".mp3"),
+                  dtype="float32")[0]
+    ref = signal.resample_poly(ref, 1, 3)  # Independent of the soxr resampler used.
+    got = ex["audio"].astype(np.float32) / 32767
+    assert ex["audio"].dtype == np.int16 and abs(len(got) - len(ref)) <= 1  # rounding
+    n = min(len(got), len(ref))
+    np.testing.assert_allclose(got[100:n - 100], ref[100:n - 100], atol=3e-3)
+    assert ex["text"].decode() == sentences[utt]
+    assert ex["text_norm"].decode() == text_lib.normalize(sentences[utt], "hi")
+    assert ex["lang"].decode() == "hi" and ex["speaker"].decode().startswith("spk")
+    assert ex["duration"] == pytest.approx(len(got) / 16000)
+  assert seen == {f"common_voice_hi_train{i}" for i in range(N_TRAIN["hi"])} | {"punct", "oov"}
+  report = tfds_builder.load_report(data_dir, "commonvoice", "hi")
+  assert report.skip_counts("commonvoice", "hi", "train") == {"audio_undecodable": 1,
+                                                             "too_short": 1}
+  assert report.skip_counts("commonvoice", "hi", "train_10min") == {
+      "subset_id_not_in_train": 1}
+  assert report.kept_count("commonvoice", "hi", "train") == N_TRAIN["hi"] + 2
+  sub = tfds_builder.data_source(data_dir, "commonvoice", "hi", "train_10min")
+  assert sorted(sub[i]["utt_id"].decode() for i in range(len(sub))) == [
+      f"common_voice_hi_train{i}" for i in range(5)]
+  with pytest.raises(KeyError, match="train_1h"):
+    tfds_builder.data_source(data_dir, "commonvoice", "hi", "train_1h")
+  vp = tfds_builder.data_source(data_dir, "voxpopuli", "it", "test")
+  ex = vp[0]
+  utt = ex["utt_id"].decode()
+  ref = sf.read(os.path.join(root, "voxpopuli", "transcribed_data", "it", utt[:4], utt + ".ogg"),
+                dtype="float32")[0]
+  np.testing.assert_allclose(ex["audio"] / 32767, ref, atol=1e-4)  # 16 kHz: no resampling.
+
+
+def test_prepare_is_idempotent_and_readable_by_tfds_and_grain(prepared):
+  import grain  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  root, data_dir, _ = prepared
+  out = tfds_builder.dataset_dir(data_dir, "voxpopuli", "it")
+  files = sorted(os.listdir(out))
+  mtimes = [os.path.getmtime(os.path.join(out, f)) for f in files]
+  assert tfds_builder.prepare(root, data_dir, "voxpopuli", "it") == out
+  assert [os.path.getmtime(os.path.join(out, f)) for f in files] == mtimes
+  src = tfds.data_source("mlasr_asr/voxpopuli_it", data_dir=data_dir, split="test")
+  ds = grain.MapDataset.source(src).map(lambda ex: ex["utt_id"].decode())
+  assert sorted(ds) == sorted(tfds_builder.load_index(data_dir, "voxpopuli", "it")["test"]
+                              ["utt_id"])
+
+
+def _same(a, b):
+  return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_train_batches_shapes_masks_and_skips(prepared):
+  _, data_dir, _ = prepared
+  td = _train(data_dir, seed=3)
+  assert td.langs == ["hi", "ru", "it"]
+  assert td.report.skip_counts() == {"empty_text_norm": 1, "untokenizable": 1,
+                                     "too_long": td.report.skip_counts()["too_long"]}
+  long_ids = [u for c, l in DATASETS for u, n in zip(
+      *(tfds_builder.load_index(data_dir, c, l)["train"][k] for k in ("utt_id", "num_samples")))
+              if n > 32000]
+  assert td.report.skip_counts()["too_long"] == len(long_ids) > 0
+  shapes = {(b, n): l for b, n, l in td.shapes}
+  assert set(shapes) == set(BUCKETS)
+  it = td.iterator()
+  seen_shapes = set()
+  for _ in range(20):
+    batch = next(it)
+    b, t = batch["audio"].shape
+    seen_shapes.add((b, t))
+    assert (b, t) in shapes and batch["labels"].shape == (b, shapes[(b, t)])
+    assert batch["audio"].dtype == np.float32 and batch["labels"].dtype == np.int32
+    assert np.all(batch["example_mask"] == 1)
+    assert np.all((batch["labels"] > 0) == (batch["label_mask"] == 1))
+    lengths = batch["audio_mask"].sum(1)
+    assert np.all(lengths > 0) and np.all(batch["audio_mask"][:, :-1] >= batch["audio_mask"][:, 1:])
+    assert np.all(batch["audio"][batch["audio_mask"] == 0] == 0)
+    assert set(batch["lang_id"].tolist()) <= {0, 1, 2}
+  assert len(seen_shapes) >= 2
+
+
+def test_crop_without_tokenizer(prepared):
+  _, data_dir, _ = prepared
+  td = pipeline.train_data(data_dir, DATASETS, buckets=BUCKETS, seed=0)
+  assert td.report.skip_counts() == {}
+  it = td.iterator()
+  batches = [next(it) for _ in range(30)]
+  assert "labels" not in batches[0]
+  full = [b for b in batches if b["audio"].shape[1] == 32000]
+  assert full and any(b["audio_mask"].sum(1).max() == 32000 for b in full)  # crops fill it
+
+
+def test_determinism_and_seed(prepared):
+  _, data_dir, _ = prepared
+  a = [next(it) for it in [_train(data_dir, seed=1).iterator()] for _ in range(5)]
+  it_b = _train(data_dir, seed=1).iterator()
+  b = [next(it_b) for _ in range(5)]
+  it_c = _train(data_dir, seed=2).iterator()
+  c = [next(it_c) for _ in range(5)]
+  assert all(_same(x, y) for x, y in zip(a, b))
+  assert not all(_same(x, y) for x, y in zip(a, c))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_language_proportions_follow_alpha(prepared, alpha):
+  _, data_dir, _ = prepared
+  td = _train(data_dir, alpha=alpha, seed=7)
+  hours = sampling.sizes_from_prepared(data_dir, DATASETS)  # before pipeline filtering
+  assert set(hours) == {"hi", "ru", "it"}
+  # Independent reference: n^alpha / sum over the hours of the examples the pipeline kept.
+  kept = {l: 0.0 for l in td.langs}
+  for e in range(len(td.step_fn.table.src)):
+    kept[td.langs[td.step_fn.table.lang_id[e]]] += td.step_fn.table.num_samples[e] / 16000 / 3600
+  z = sum(h ** alpha for h in kept.values())
+  for l in kept:
+    assert td.weights[l] == pytest.approx(kept[l] ** alpha / z)
+  draws, step = [], 0
+  while len(draws) < 12000:
+    _, rows, _ = td.step_fn.plan(step)
+    draws += [td.langs[td.step_fn.table.lang_id[e]] for e in rows]
+    step += 1
+  got = sampling.empirical_proportions(draws)
+  for l, p in td.weights.items():
+    assert abs(got.get(l, 0.0) - p) < 0.02, (alpha, l, got, td.weights)
+
+
+def test_state_restore_and_workers(prepared):
+  _, data_dir, _ = prepared
+  ref_td = _train(data_dir, seed=5)
+  it = ref_td.iterator()
+  for _ in range(3):
+    next(it)
+  state = it.get_state()
+  expected = [next(it) for _ in range(4)]
+  fresh = _train(data_dir, seed=5).iterator()
+  fresh.set_state(state)
+  assert all(_same(x, next(fresh)) for x in expected)
+
+  mp = _train(data_dir, seed=5, worker_count=2)
+  it2 = mp.iterator()
+  first = [next(it2) for _ in range(3)]
+  state2 = it2.get_state()
+  expected2 = [next(it2) for _ in range(4)]
+  ref_it = _train(data_dir, seed=5).iterator()
+  assert all(_same(x, next(ref_it)) for x in first + expected2)  # worker count is invisible
+  fresh2 = mp.iterator()
+  fresh2.set_state(state2)
+  assert all(_same(x, next(fresh2)) for x in expected2)
+
+
+def test_eval_sharding_covers_once(prepared):
+  _, data_dir, _ = prepared
+  tok = CharTok()
+  full = pipeline.eval_data(data_dir, DATASETS, "test", tokenizer=tok, buckets=BUCKETS)
+  assert full.report.skip_counts() == {}
+  ids_full = []
+  src = {(c, l): tfds_builder.data_source(data_dir, c, l, "test") for c, l in DATASETS}
+  by_id = {src[k][i]["utt_id"].decode(): src[k][i] for k in src for i in range(len(src[k]))}
+  shapes = {(b, t) for b, t, _ in full.shapes}
+  for batch in full.batches():
+    assert batch["audio"].shape[:2] in shapes
+    for r in np.flatnonzero(batch["example_mask"]):
+      utt = batch["utt_id"][r]
+      ids_full.append(utt)
+      ex = by_id[utt]
+      n = len(ex["audio"])
+      np.testing.assert_array_equal(batch["audio"][r, :n], ex["audio"] / np.float32(32767))
+      assert batch["audio_mask"][r].sum() == n
+      assert batch["text_norm"][r] == ex["text_norm"].decode()
+      assert batch["lang"][r] == ex["lang"].decode()
+      assert batch["labels"][r, :batch["label_mask"][r].sum()].tolist() == tok.encode(
+          batch["text_norm"][r], batch["lang"][r])
+    assert np.all(batch["audio_mask"][batch["example_mask"] == 0] == 0)
+  assert sorted(ids_full) == sorted(by_id)  # every utterance exactly once (incl. > 2 s ones)
+  shards = [pipeline.eval_data(data_dir, DATASETS, "test", buckets=BUCKETS, shard_index=s,
+                               shard_count=2) for s in range(2)]
+  assert len(shards[0]) == len(shards[1])
+  ids = [[u for b in sh.batches() for u, m in zip(b["utt_id"], b["example_mask"]) if m]
+         for sh in shards]
+  assert not set(ids[0]) & set(ids[1])
+  assert sorted(ids[0] + ids[1]) == sorted(by_id)
+
+
+def test_make_buckets():
+  assert pipeline.make_buckets(seconds=[2.0, 1.0], batch_seconds=8.0) == [(8, 16000), (4, 32000)]
+  got = pipeline.make_buckets(max_seconds=16, min_seconds=2, num_buckets=4, batch_seconds=120,
+                              batch_multiple=8)
+  assert [n for _, n in got] == sorted(n for _, n in got) and got[-1][1] == 256000
+  assert all(b % 8 == 0 and (b * n <= 120 * 16000 or b == 8) and n % 1600 == 0 for b, n in got)
+  with pytest.raises(ValueError, match="seconds"):
+    pipeline.make_buckets(seconds=[0.0])
+
+
+def test_eval_fixed_batch_size(prepared):
+  _, data_dir, _ = prepared
+  ev = pipeline.eval_data(data_dir, DATASETS, "dev", buckets=BUCKETS, batch_size=3)
+  assert {b for b, _, _ in ev.shapes} == {3}
+  assert sum(int(b["example_mask"].sum()) for b in ev.batches()) == 3 + 3 + 2
