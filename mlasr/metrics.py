@@ -151,7 +151,7 @@ def bootstrap_ci(counts: EditCounts, n_boot: int = 1000, seed: int = 0,
   Resamples whose reference length is 0 are left out; (nan, nan) when no utterance has a
   reference unit.
   """
-  if len(counts) == 0 or counts.ref_len.sum() == 0:
+  if n_boot <= 0 or len(counts) == 0 or counts.ref_len.sum() == 0:  # n_boot=0: no CI wanted
     return float("nan"), float("nan")
   rng = np.random.default_rng(seed)
   err, ref = _bootstrap_rates(counts.errors, counts.ref_len, n_boot, rng)
@@ -165,7 +165,7 @@ def macro_bootstrap_ci(counts_by_lang: Sequence[EditCounts], n_boot: int = 1000,
   Languages whose N == 0 are left out of the mean, as in `macro_rate`.
   """
   parts = [c for c in counts_by_lang if len(c) and c.ref_len.sum() > 0]
-  if not parts:
+  if not parts or n_boot <= 0:
     return float("nan"), float("nan")
   rng = np.random.default_rng(seed)
   rates = np.zeros((len(parts), n_boot))

@@ -150,6 +150,9 @@ def to_markdown(results: Mapping[str, Any]) -> str:
            "(stratified bootstrap CI)."]
   title = results.get("meta", {}).get("name")
   head = [f"# {title}", ""] if title else []
+  # Per-language tables restricted to each speaker group (e.g. seen vs unseen voices).
+  for group, group_results in results.get("by_group", {}).items():
+    notes += ["", f"### Speakers: {group}", "", to_markdown(group_results).rstrip("\n")]
   return "\n".join(head + lines + [""] + notes) + "\n"
 
 
