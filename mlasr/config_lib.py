@@ -53,3 +53,52 @@ def save_config(config: ml_collections.ConfigDict, workdir: str, name: str = "co
 def load_config(workdir: str, name: str = "config.json") -> ml_collections.ConfigDict:
   with open(os.path.join(workdir, name)) as f:
     return ml_collections.ConfigDict(json.load(f))
+
+
+def base_ctc_config() -> ml_collections.ConfigDict:
+  """Defaults every CTC experiment starts from; experiments/*.py override what they change."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.task = "ctc"
+  c.total_steps = 1000
+  c.log_every = 25
+  c.eval_every = 500
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 2
+  c.compilation_cache = "~/.cache/mlasr/jax_cache"
+
+  c.data = ml_collections.ConfigDict()
+  c.data.root = ""                   # corpus root: <root>/commonvoice, <root>/voxpopuli
+  c.data.data_dir = ""               # TFDS output; default <root>/tfds
+  c.data.sources = ()                # ("commonvoice:en", "voxpopuli:cs", ...)
+  c.data.train_split = "train"       # or train_10min / train_1h (ML-SUPERB subsets)
+  c.data.eval_split = "dev"
+  c.data.alpha = 0.5                 # language sampling p_l ∝ n_l^alpha (XLS-R: 0.5)
+  c.data.max_seconds = 12.0          # longer training clips are randomly cropped
+  c.data.batch_seconds = 120.0       # audio per batch; batch size varies by length bucket
+  c.data.bucket_seconds = (2.0, 3.0, 4.0, 5.5, 7.5, 12.0)
+  c.data.eval_batch_size = 32
+  c.data.worker_count = 0
+  c.data.prepare_workers = 2
+
+  c.tokenizer = ml_collections.ConfigDict()
+  c.tokenizer.kind = "char"          # "char" (one shared character set) or "sentencepiece"
+  c.tokenizer.per_language = False   # char: one vocabulary per language instead of shared
+  c.tokenizer.vocab_size = 256       # sentencepiece only
+  c.tokenizer.alpha = 0.5            # sentencepiece: language balance of its training text
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "ctc"
+  c.model.encoder = dict(preset="tiny")
+  c.model.final_dropout = 0.1
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.schedule = "tri_stage"
+  c.optim.lr = 1e-3
+  c.optim.warmup_steps = 0
+  c.optim.weight_decay = 0.01
+  c.optim.clip_norm = 1.0
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.98
+  c.optim.eps = 1e-6
+  return c

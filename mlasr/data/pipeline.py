@@ -340,6 +340,9 @@ class EvalData:
       batch["text_norm"] = np.array([self.table.text_norm[e] for e in rows] + pad, dtype=object)
       batch["lang"] = np.array([self.langs[self.table.lang_id[e]] for e in rows] + pad,
                                dtype=object)
+      batch["corpus"] = np.array([self.datasets[self.table.src[e]][0] for e in rows] + pad,
+                                 dtype=object)
+      batch["speaker"] = np.array([_text(ex["speaker"]) for ex in exs] + pad, dtype=object)
       yield batch
 
 
@@ -387,6 +390,11 @@ def eval_data(data_dir: str, datasets: Sequence[tuple[str, str]], split: str = "
   shapes3 = [(bs, n, nl) for (bs, n), nl in zip(shapes, num_labels)]
   return EvalData(data_dir, list(datasets), split, langs, table, plan, shapes3, report,
                   tokenizer is not None)
+
+
+def _text(value) -> str:
+  """TFDS Text features come back from array_record as bytes."""
+  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 class _NonEmpty:

@@ -1,0 +1,53 @@
+"""Orbax checkpoints of the whole training state.
+
+A checkpoint holds the model parameters, the optimizer state (which includes the step), the
+data-iterator state and a small JSON of metadata. Dropout randomness is derived from
+(seed, step) inside the train step, so nothing else is needed for an exact resume.
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  """Keeps the last `max_to_keep` checkpoints of a run under `<workdir>/checkpoints`."""
+
+  def __init__(self, workdir: str, max_to_keep: int = 3):
+    self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+    )
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state: dict, data_state: dict, meta: dict):
+    self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=ocp.args.JsonSave(data_state),
+        meta=ocp.args.JsonSave(meta)))
+
+  def restore(self, step: int, abstract_state: dict):
+    """Restores into the shapes/dtypes/shardings of `abstract_state` (ShapeDtypeStructs)."""
+    restored = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state),
+        data=ocp.args.JsonRestore(),
+        meta=ocp.args.JsonRestore()))
+    return restored["state"], restored["data"], restored["meta"]
+
+  def wait(self):
+    self.manager.wait_until_finished()
+
+  def close(self):
+    self.manager.close()
+
+
+def abstract_like(tree):
+  """ShapeDtypeStructs (with shardings) for restoring into arrays laid out like `tree`."""
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
+      tree)

@@ -1,0 +1,111 @@
+"""From `config.data` to batches on devices: the one place train.py and evaluate.py get data.
+
+config.data.sources lists "corpus:lang" pairs; each becomes a TFDS array_record dataset under
+config.data.data_dir (default <root>/tfds), built on first use from the corpus files
+(mlasr.data.tfds_builder.prepare, idempotent). Language ids are positions in `languages()`.
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from mlasr.data import pipeline, tfds_builder
+from mlasr.data import tokenizer as tokenizer_lib
+
+SAMPLE_RATE = tfds_builder.SAMPLE_RATE
+_DEVICE_KEYS = ("audio", "audio_mask", "labels", "label_mask", "lang_id", "example_mask")
+
+
+def datasets(data_cfg: ml_collections.ConfigDict) -> list[tuple[str, str]]:
+  out = []
+  for source in data_cfg.sources:
+    corpus, sep, lang = source.partition(":")
+    if not sep or corpus not in ("commonvoice", "voxpopuli"):
+      raise ValueError(f"config.data.sources entry {source!r} must look like "
+                       "'commonvoice:<lang>' or 'voxpopuli:<lang>'.")
+    out.append((corpus, lang))
+  return out
+
+
+def languages(data_cfg: ml_collections.ConfigDict) -> list[str]:
+  """Language codes in config order; lang_id indexes this list."""
+  return list(dict.fromkeys(lang for _, lang in datasets(data_cfg)))
+
+
+def data_dir(data_cfg: ml_collections.ConfigDict) -> str:
+  return os.path.expanduser(data_cfg.data_dir or os.path.join(data_cfg.root, "tfds"))
+
+
+def prepare_sources(data_cfg: ml_collections.ConfigDict) -> list[tuple[str, str]]:
+  """Builds the array_record datasets that are missing (only process 0 writes)."""
+  root = os.path.expanduser(data_cfg.root)
+  if jax.process_index() == 0:
+    for corpus, lang in datasets(data_cfg):
+      tfds_builder.prepare(root, data_dir(data_cfg), corpus, lang,
+                           num_workers=data_cfg.get("prepare_workers", 1))
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    multihost_utils.sync_global_devices("mlasr_prepare_sources")
+  return datasets(data_cfg)
+
+
+def get_tokenizer(config: ml_collections.ConfigDict, workdir: str):
+  """Loads `<workdir>/tokenizer`, or trains it on the normalized training transcripts."""
+  out_dir = os.path.join(workdir, "tokenizer")
+  if os.path.exists(os.path.join(out_dir, "tokenizer.json")):
+    return tokenizer_lib.load_tokenizer(out_dir)
+  texts = {}
+  for corpus, lang in datasets(config.data):
+    index = tfds_builder.load_index(data_dir(config.data), corpus, lang)
+    texts.setdefault(lang, []).extend(t for t in index[config.data.train_split]["text_norm"] if t)
+  tok_cfg = config.tokenizer
+  return tokenizer_lib.build_tokenizer(
+      tok_cfg.kind, texts, out_dir, per_language=tok_cfg.per_language,
+      vocab_size=tok_cfg.vocab_size, alpha=tok_cfg.alpha, seed=config.seed)
+
+
+def buckets(data_cfg: ml_collections.ConfigDict) -> list[tuple[int, int]]:
+  return pipeline.make_buckets(seconds=data_cfg.bucket_seconds,
+                               batch_seconds=data_cfg.batch_seconds,
+                               batch_multiple=jax.local_device_count())
+
+
+def train_iterator(config: ml_collections.ConfigDict, tokenizer):
+  """(grain iterator of train batches, {lang: sampling weight}, pipeline skip report)."""
+  train = pipeline.train_data(
+      data_dir(config.data), datasets(config.data), split=config.data.train_split,
+      langs=languages(config.data), tokenizer=tokenizer, alpha=config.data.alpha,
+      buckets=buckets(config.data), seed=config.seed, shard_index=jax.process_index(),
+      shard_count=jax.process_count(), worker_count=config.data.worker_count,
+      long_clips=config.data.get("long_clips"))
+  return train.iterator(), train.weights, train.report
+
+
+def eval_data(config: ml_collections.ConfigDict, split: str) -> pipeline.EvalData:
+  """Every utterance of `split` once, in padded batches (scored against text_norm)."""
+  return pipeline.eval_data(
+      data_dir(config.data), datasets(config.data), split, langs=languages(config.data),
+      buckets=buckets(config.data), batch_size=config.data.eval_batch_size,
+      shard_index=jax.process_index(), shard_count=jax.process_count())
+
+
+def to_device(batch: dict) -> dict:
+  """Host-local numpy batch -> global arrays sharded over the batch axis of all devices."""
+  mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+  out = {}
+  for key in _DEVICE_KEYS:
+    if key in batch:
+      value = batch[key]
+      sharding = NamedSharding(mesh, P("data", *([None] * (value.ndim - 1))))
+      out[key] = jax.make_array_from_process_local_data(sharding, value)
+  return out
+
+
+def progress_bar(start: int, total: int, enabled: bool = True):
+  return tqdm.tqdm(total=total, initial=start, disable=not enabled, desc="train",
+                   dynamic_ncols=True, mininterval=2.0)
