@@ -73,7 +73,7 @@ def restore_model(workdir: str, step: int | None = None):
   step = checkpointer.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f"No checkpoint in {checkpointer.directory}; train first.")
-  params = nnx.state(model, nnx.Param).to_pure_dict()
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   restored = checkpointer.manager.restore(step, args=ckpt_lib.ocp.args.Composite(
       state=ckpt_lib.ocp.args.PyTreeRestore(
           item=dict(params=ckpt_lib.abstract_like(params)),

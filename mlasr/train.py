@@ -11,7 +11,6 @@ data iterator included.
 """
 from __future__ import annotations
 
-import functools
 import importlib
 import logging as std_logging
 import os
@@ -19,8 +18,8 @@ import time
 
 from absl import app, flags, logging
 import jax
-import jax.numpy as jnp
 import ml_collections
+import optax
 from ml_collections import config_flags
 import numpy as np
 from flax import nnx
@@ -44,8 +43,8 @@ class _QuietLibraries(std_logging.Filter):
 
 def train_state(model, optimizer) -> dict:
   """What a checkpoint holds of the model/optimizer: plain nested dicts of arrays."""
-  return dict(params=nnx.state(model, nnx.Param).to_pure_dict(),
-              opt=nnx.state(optimizer).to_pure_dict())
+  return dict(params=nnx.to_pure_dict(nnx.state(model, nnx.Param)),
+              opt=nnx.to_pure_dict(nnx.state(optimizer)))
 
 
 def load_train_state(model, optimizer, state: dict):
@@ -57,8 +56,36 @@ def load_train_state(model, optimizer, state: dict):
   nnx.update(optimizer, opt)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains per `config` in `workdir`; returns the last dev metrics."""
+def make_update_step(graphdef, task, schedule, seed: int):
+  """(state, batch, step) -> (state, metrics): one optimizer step on `task.loss_fn`.
+
+  Dropout randomness is a function of (seed, step) only, so a resumed run draws exactly
+  the masks an uninterrupted one would.
+  """
+  dropout_key = jax.random.key(seed + 1)
+
+  def update_step(state, batch, step):
+    model, optimizer = nnx.merge(graphdef, state)
+    nnx.reseed(model, dropout=jax.random.fold_in(dropout_key, step))
+
+    def loss(model):
+      return task.loss_fn(model, batch, train=True)
+
+    (loss_value, metrics), grads = nnx.value_and_grad(loss, has_aux=True)(model)
+    optimizer.update(model, grads)
+    metrics = dict(metrics, loss=loss_value, grad_norm=optax.global_norm(grads),
+                   lr=schedule(step))
+    return nnx.state((model, optimizer)), metrics
+
+  return update_step
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | None = None) -> dict:
+  """Trains per `config` in `workdir`; returns the last dev metrics.
+
+  `stop_at_step` ends the run early after checkpointing, as a preemption would (tests use it
+  to check that a resumed run ends bit-identical to an uninterrupted one).
+  """
   # ---------------------------------------------------------------------------------------
   # Set up: output folder, the config used, compilation cache.
   # ---------------------------------------------------------------------------------------
@@ -99,21 +126,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # Update step: pure function of (state, batch, step), jitted once per batch shape.
   # ---------------------------------------------------------------------------------------
   graphdef, state = nnx.split((model, optimizer))
-  dropout_key = jax.random.key(config.seed + 1)
-
-  @functools.partial(jax.jit, donate_argnums=(0,))
-  def update_step(state, batch, step):
-    model, optimizer = nnx.merge(graphdef, state)
-    nnx.reseed(model, dropout=jax.random.fold_in(dropout_key, step))
-
-    def loss(model):
-      return task.loss_fn(model, batch, train=True)
-
-    (loss_value, metrics), grads = nnx.value_and_grad(loss, has_aux=True)(model)
-    optimizer.update(model, grads)
-    metrics = dict(metrics, loss=loss_value, grad_norm=optax_global_norm(grads),
-                   lr=schedule(step))
-    return nnx.state((model, optimizer)), metrics
+  update_step = jax.jit(make_update_step(graphdef, task, schedule, config.seed),
+                        donate_argnums=(0,))
 
   @jax.jit
   def predict_step(state, batch):
@@ -179,17 +193,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       tic, audio_seconds = time.time(), 0.0
     if config.eval_every and (step + 1) % config.eval_every == 0 or step + 1 == config.total_steps:
       dev_summary = evaluate_dev(step + 1)
-    if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.total_steps:
+    if (step + 1) % config.checkpoint_every == 0 or step + 1 in (config.total_steps, stop_at_step):
       save(step + 1)
+    if step + 1 == stop_at_step:
+      break
   progress.close()
   checkpointer.wait()
   checkpointer.close()
   writer.close()
   return dev_summary
-
-
-def optax_global_norm(tree):
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
 
 
 def main(argv):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import logging
+import multiprocessing
 import os
 from typing import Any, Callable, Iterator, Sequence
 
@@ -82,7 +83,9 @@ class MlasrAsr(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, utts: Sequence[corpora.Utterance]) -> Iterator[tuple[str, dict]]:
     if self._num_workers > 1:
-      with concurrent.futures.ProcessPoolExecutor(self._num_workers) as pool:
+      # "spawn": forking a process that has started JAX's threads can deadlock.
+      context = multiprocessing.get_context("spawn")
+      with concurrent.futures.ProcessPoolExecutor(self._num_workers, mp_context=context) as pool:
         yield from self._examples(pool.map(_decode, utts, chunksize=8))
     else:
       yield from self._examples(map(_decode, utts))
