@@ -1,0 +1,251 @@
+"""Front ends that turn a padded waveform batch into frame features for the encoder.
+
+- `WaveformFrontend`: the wav2vec 2.0 / HuBERT 7-layer conv feature extractor
+  ("default" = GroupNorm after the first conv only, "layer_norm" = LayerNorm after every conv).
+- `LogMelFrontend`: 80-bin log-mel (25 ms / 10 ms at 16 kHz) computed in JAX, mean/var
+  normalised honouring padding, subsampled by frame stacking (default) or a 2-layer conv2d.
+
+Both return `(features [B, F, C], frame_mask [B, F])` and expose `frame_lengths(num_samples)`
+which gives exactly the number of output frames that only see real samples.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from mlasr.models import layers
+
+
+def conv_out_length(n, kernel: int, stride: int):
+  """floor((n - kernel) / stride) + 1, clamped at 0 (numpy, jax or python ints)."""
+  out = (n - kernel) // stride + 1
+  return jnp.maximum(out, 0) if isinstance(out, jax.Array) else np.maximum(out, 0)
+
+
+def strided_conv1d(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
+  """VALID strided 1-D conv as reshape + concat + one matmul (no XLA conv).
+
+  x: [B, T, Cin], w: [K, Cin, Cout] -> [B, floor((T - K) / stride) + 1, Cout].
+  Each output frame needs ceil(K / stride) consecutive stride-sized chunks of the input.
+  """
+  k, cin, cout = w.shape
+  b, t, _ = x.shape
+  t_out = (t - k) // stride + 1
+  chunks = -(-k // stride)
+  need = (t_out - 1 + chunks) * stride
+  x = jnp.pad(x, ((0, 0), (0, need - t), (0, 0))) if need > t else x[:, :need]
+  x = x.reshape(b, t_out - 1 + chunks, stride * cin)
+  x = jnp.concatenate([x[:, j:j + t_out] for j in range(chunks)], axis=-1)
+  if chunks * stride != k:
+    x = x[..., :k * cin]
+  return jnp.dot(x, w.reshape(k * cin, cout))
+
+
+def strided_conv1d_xla(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
+  return jax.lax.conv_general_dilated(x, w, (stride,), "VALID",
+                                      dimension_numbers=("NWC", "WIO", "NWC"))
+
+
+class WaveformFrontend(nnx.Module):
+  """7-layer conv waveform feature extractor of wav2vec 2.0 / HuBERT."""
+
+  def __init__(self, cfg, *, rngs: nnx.Rngs):
+    if cfg.extractor_mode not in ("default", "layer_norm"):
+      raise ValueError(f"extractor_mode must be 'default' or 'layer_norm', got "
+                       f"{cfg.extractor_mode!r}")
+    if not len(cfg.conv_dim) == len(cfg.conv_kernel) == len(cfg.conv_stride):
+      raise ValueError(f"conv_dim/conv_kernel/conv_stride lengths differ: {cfg.conv_dim}, "
+                       f"{cfg.conv_kernel}, {cfg.conv_stride}")
+    if cfg.conv_impl not in ("xla", "matmul"):
+      raise ValueError(f"conv_impl must be 'xla' or 'matmul', got {cfg.conv_impl!r}")
+    self.cfg = cfg
+    dtype = jnp.dtype(cfg.dtype)
+    kernels, biases, scales, shifts = [], [], [], []
+    cin = 1
+    for i, (cout, k) in enumerate(zip(cfg.conv_dim, cfg.conv_kernel)):
+      init = jax.nn.initializers.he_normal(in_axis=(0, 1), out_axis=2)
+      kernels.append(layers.param(init, rngs.params(), (k, cin, cout),
+                                  (None, "conv_in", "conv_out")))
+      if cfg.conv_bias:
+        biases.append(layers.param(jax.nn.initializers.zeros, rngs.params(), (cout,),
+                                   ("conv_out",)))
+      if cfg.extractor_mode == "layer_norm" or i == 0:
+        scales.append(layers.param(jax.nn.initializers.ones, rngs.params(), (cout,), ("norm",)))
+        shifts.append(layers.param(jax.nn.initializers.zeros, rngs.params(), (cout,),
+                                   ("norm",)))
+      cin = cout
+    self.kernels = nnx.List(kernels)
+    self.biases = nnx.List(biases)
+    self.norm_scales = nnx.List(scales)
+    self.norm_biases = nnx.List(shifts)
+    self.dtype = dtype
+
+  @property
+  def out_dim(self) -> int:
+    return self.cfg.conv_dim[-1]
+
+  def frame_lengths(self, num_samples):
+    n = num_samples
+    for k, s in zip(self.cfg.conv_kernel, self.cfg.conv_stride):
+      n = conv_out_length(n, k, s)
+    return n
+
+  def __call__(self, audio: jax.Array, audio_mask: jax.Array, deterministic: bool = True):
+    del deterministic  # no dropout in the conv stack
+    cfg = self.cfg
+    conv = strided_conv1d if cfg.conv_impl == "matmul" else strided_conv1d_xla
+    lengths = audio_mask.sum(-1).astype(jnp.int32)
+    x = jnp.where(audio_mask, audio, 0).astype(self.dtype)[..., None]  # [B, T, 1]
+    for i, (k, s) in enumerate(zip(cfg.conv_kernel, cfg.conv_stride)):
+      x = conv(x, self.kernels[i][...].astype(self.dtype), s)
+      lengths = conv_out_length(lengths, k, s)
+      if cfg.conv_bias:
+        x = x + self.biases[i][...].astype(self.dtype)
+      if cfg.extractor_mode == "layer_norm":
+        x = _affine(_layer_norm(x, 1e-5), self.norm_scales[i], self.norm_biases[i])
+      elif i == 0:
+        # GroupNorm with one group per channel = per-channel norm over time. transformers
+        # takes statistics over padding too; masked_group_norm=True makes it pad-invariant.
+        valid = (layers.lengths_to_mask(lengths, x.shape[1]) if cfg.masked_group_norm
+                 else jnp.ones(x.shape[:2], bool))
+        x = _affine(layers.masked_time_norm(x, valid, 1e-5), self.norm_scales[0],
+                    self.norm_biases[0])
+      x = layers.gelu(x)
+    return x, layers.lengths_to_mask(lengths, x.shape[1])
+
+
+def _layer_norm(x: jax.Array, eps: float) -> jax.Array:
+  x32 = x.astype(jnp.float32)
+  mean = x32.mean(-1, keepdims=True)
+  var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+  return ((x32 - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
+
+
+def _affine(x, scale, bias):
+  return x * scale[...].astype(x.dtype) + bias[...].astype(x.dtype)
+
+
+@functools.lru_cache(maxsize=8)
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+  """librosa's (Slaney) mel filterbank [n_fft // 2 + 1, n_mels], computed once."""
+  import librosa  # slow first import (numba); only needed when a log-mel model is built
+
+  return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels).T.astype(np.float32)
+
+
+def log_mel(audio: jax.Array, *, sample_rate: int = 16000, n_fft: int = 400,
+            win_length: int = 400, hop_length: int = 160, n_mels: int = 80,
+            log_offset: float = 1e-6) -> jax.Array:
+  """log(mel power spectrogram + offset), frames fully inside the signal (center=False).
+
+  audio [B, T] -> [B, floor((T - win_length) / hop_length) + 1, n_mels]. Equals
+  librosa.feature.melspectrogram(n_fft, hop_length, win_length, center=False, power=2).
+  """
+  if win_length != n_fft:
+    raise ValueError(f"win_length ({win_length}) must equal n_fft ({n_fft})")
+  b, t = audio.shape
+  if t < win_length:
+    audio = jnp.pad(audio, ((0, 0), (0, win_length - t)))
+    t = win_length
+  n_frames = (t - win_length) // hop_length + 1
+  # Frames as shifted slices of a chunked signal (chunk = gcd(hop, window)): no gather.
+  c = int(np.gcd(hop_length, win_length))
+  per_hop, per_win = hop_length // c, win_length // c
+  n_chunks = (n_frames - 1) * per_hop + per_win
+  chunks = audio[:, :n_chunks * c].reshape(b, n_chunks, c)
+  frames = jnp.concatenate(
+      [chunks[:, j:j + (n_frames - 1) * per_hop + 1:per_hop] for j in range(per_win)], -1)
+  window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win_length) / win_length)  # periodic hann
+  spec = jnp.fft.rfft(frames.astype(jnp.float32) * window.astype(np.float32), n=n_fft)
+  power = jnp.square(spec.real) + jnp.square(spec.imag)
+  mel = jnp.dot(power, mel_filterbank(sample_rate, n_fft, n_mels),
+                precision=jax.lax.Precision.HIGHEST)
+  return jnp.log(mel + log_offset)
+
+
+class LogMelFrontend(nnx.Module):
+  """Log-mel features + normalisation + ×2/×4 subsampling (frame stacking or conv2d)."""
+
+  def __init__(self, cfg, *, rngs: nnx.Rngs):
+    if cfg.logmel_subsample not in (2, 4):
+      raise ValueError(f"logmel_subsample must be 2 or 4, got {cfg.logmel_subsample}")
+    if cfg.logmel_norm not in ("utterance", "global", "none"):
+      raise ValueError(f"logmel_norm must be utterance|global|none, got {cfg.logmel_norm!r}")
+    if cfg.subsampler not in ("stack", "conv2d"):
+      raise ValueError(f"subsampler must be 'stack' or 'conv2d', got {cfg.subsampler!r}")
+    self.cfg = cfg
+    self.dtype = jnp.dtype(cfg.dtype)
+    mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels)  # fail early if librosa is missing
+    if cfg.logmel_norm == "global":
+      # Corpus statistics, set with `set_global_stats`; not trained.
+      self.global_mean = nnx.Variable(jnp.zeros((cfg.n_mels,)), out_sharding=("norm",),
+                                      eager_sharding=False)
+      self.global_std = nnx.Variable(jnp.ones((cfg.n_mels,)), out_sharding=("norm",),
+                                     eager_sharding=False)
+    if cfg.subsampler == "conv2d":
+      ch = cfg.subsampler_channels
+      init = jax.nn.initializers.he_normal(in_axis=(0, 1, 2), out_axis=3)
+      self.conv1 = layers.param(init, rngs.params(), (3, 3, 1, ch),
+                                (None, None, "conv_in", "conv_out"))
+      self.conv2 = layers.param(init, rngs.params(), (3, 3, ch, ch),
+                                (None, None, "conv_in", "conv_out"))
+      self.conv1_bias = layers.param(jax.nn.initializers.zeros, rngs.params(), (ch,),
+                                     ("conv_out",))
+      self.conv2_bias = layers.param(jax.nn.initializers.zeros, rngs.params(), (ch,),
+                                     ("conv_out",))
+
+  @property
+  def out_dim(self) -> int:
+    cfg = self.cfg
+    if cfg.subsampler == "stack":
+      return cfg.n_mels * cfg.logmel_subsample
+    return cfg.subsampler_channels * int(conv_out_length(conv_out_length(cfg.n_mels, 3, 2), 3, 2))
+
+  def set_global_stats(self, mean, std) -> None:
+    """Sets the corpus mean/std of the log-mel bins ([n_mels] each)."""
+    self.global_mean[...] = jnp.asarray(mean, jnp.float32)
+    self.global_std[...] = jnp.asarray(std, jnp.float32)
+
+  def _mel_lengths(self, num_samples):
+    return conv_out_length(num_samples, self.cfg.win_length, self.cfg.hop_length)
+
+  def frame_lengths(self, num_samples):
+    cfg = self.cfg
+    n = self._mel_lengths(num_samples)
+    if cfg.subsampler == "stack":
+      return n // cfg.logmel_subsample
+    return conv_out_length(conv_out_length(n, 3, 2), 3, cfg.logmel_subsample // 2)
+
+  def __call__(self, audio: jax.Array, audio_mask: jax.Array, deterministic: bool = True):
+    del deterministic
+    cfg = self.cfg
+    audio = jnp.where(audio_mask, audio, 0)
+    lengths = audio_mask.sum(-1).astype(jnp.int32)
+    feats = log_mel(audio, sample_rate=cfg.sample_rate, n_fft=cfg.n_fft,
+                    win_length=cfg.win_length, hop_length=cfg.hop_length, n_mels=cfg.n_mels)
+    mel_mask = layers.lengths_to_mask(self._mel_lengths(lengths), feats.shape[1])
+    if cfg.logmel_norm == "utterance":
+      feats = layers.masked_time_norm(feats, mel_mask, 1e-5)
+    elif cfg.logmel_norm == "global":
+      feats = (feats - self.global_mean[...]) / self.global_std[...]
+    feats = jnp.where(mel_mask[..., None], feats, 0).astype(self.dtype)
+    b, f, m = feats.shape
+    s = cfg.logmel_subsample
+    if cfg.subsampler == "stack":
+      f_out = f // s
+      x = feats[:, :f_out * s].reshape(b, f_out, s * m)
+    else:
+      dn = ("NHWC", "HWIO", "NHWC")
+      x = jax.lax.conv_general_dilated(feats[..., None], self.conv1[...].astype(self.dtype),
+                                       (2, 2), "VALID", dimension_numbers=dn)
+      x = jax.nn.relu(x + self.conv1_bias[...].astype(self.dtype))
+      x = jax.lax.conv_general_dilated(x, self.conv2[...].astype(self.dtype), (s // 2, 2),
+                                       "VALID", dimension_numbers=dn)
+      x = jax.nn.relu(x + self.conv2_bias[...].astype(self.dtype))
+      x = x.reshape(b, x.shape[1], x.shape[2] * x.shape[3])  # [B, F', freq * ch]
+    return x, layers.lengths_to_mask(self.frame_lengths(lengths), x.shape[1])

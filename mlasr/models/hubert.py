@@ -1,0 +1,192 @@
+"""HuBERT / wav2vec 2.0 encoder in Flax NNX, with a cheaper log-mel front end option.
+
+Semantics follow transformers' `HubertModel` / `Wav2Vec2Model` (and fairseq): front end ->
+(feature LayerNorm) -> Linear -> dropout -> learned mask embedding on masked frames ->
+padded frames zeroed -> + grouped conv positional embedding -> post-LN (Base) or pre-LN
+(Large, final LayerNorm) transformer with key-padding masks and layerdrop.
+
+    model = Encoder(PRESETS["base"], rngs=nnx.Rngs(params=0, dropout=1))
+    out = model(audio, audio_mask, deterministic=False)   # out.hidden [B, F, D]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from mlasr.models import frontends, layers
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+  """Every knob of the encoder. Defaults are HuBERT Base."""
+  frontend: str = "waveform"            # "waveform" | "logmel"
+  # Waveform conv extractor.
+  conv_dim: tuple[int, ...] = (512,) * 7
+  conv_kernel: tuple[int, ...] = (10, 3, 3, 3, 3, 2, 2)
+  conv_stride: tuple[int, ...] = (5, 2, 2, 2, 2, 2, 2)
+  conv_bias: bool = False
+  extractor_mode: str = "default"       # "default" (GroupNorm 1st conv) | "layer_norm"
+  masked_group_norm: bool = True        # False = transformers (stats include padding)
+  conv_impl: str = "xla"                # "xla" | "matmul" (reshape + dot; slower on CPU)
+  feature_grad_mult: float = 0.1        # gradient scale into the front end (0 = frozen)
+  # Log-mel front end.
+  sample_rate: int = 16000
+  n_fft: int = 400
+  win_length: int = 400                 # 25 ms
+  hop_length: int = 160                 # 10 ms
+  n_mels: int = 80
+  logmel_norm: str = "utterance"        # "utterance" | "global" | "none"
+  logmel_subsample: int = 2             # 2 -> 50 Hz, 4 -> 25 Hz
+  subsampler: str = "stack"             # "stack" | "conv2d"
+  subsampler_channels: int = 64
+  # Projection and transformer.
+  feat_proj_layer_norm: bool = True
+  d_model: int = 768
+  num_layers: int = 12
+  num_heads: int = 12
+  ffn_dim: int = 3072
+  pos_conv_kernel: int = 128
+  pos_conv_groups: int = 16
+  layer_norm_first: bool = False        # False = post-LN (Base), True = pre-LN (Large)
+  layer_norm_eps: float = 1e-5
+  conv_module_kernel: int = 0           # >0 adds a conformer conv module to every block
+  dropout: float = 0.1                  # residual branches and after pos-conv add
+  attention_dropout: float = 0.1
+  activation_dropout: float = 0.0
+  feat_proj_dropout: float = 0.1
+  layerdrop: float = 0.05
+  dtype: str = "float32"                # compute dtype; params are always float32
+
+  def __post_init__(self):
+    # Configs from ml_collections / JSON carry lists; the config must stay hashable because
+    # NNX keeps it as static graph data.
+    for name in ("conv_dim", "conv_kernel", "conv_stride"):
+      object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+
+
+PRESETS: dict[str, EncoderConfig] = {
+    # CPU-friendly: 25 Hz log-mel frames (4x stacking), 4 conformer-ish blocks, d=192.
+    # Set frontend="waveform" to get a narrow HuBERT conv stack instead (conv_dim 256).
+    "tiny": EncoderConfig(
+        frontend="logmel", logmel_subsample=4, conv_dim=(256,) * 7, d_model=192,
+        num_layers=4, num_heads=4, ffn_dim=768, pos_conv_kernel=32, pos_conv_groups=16,
+        conv_module_kernel=15, dropout=0.1, attention_dropout=0.1, feat_proj_dropout=0.1,
+        layerdrop=0.0, feature_grad_mult=1.0),
+    "base": EncoderConfig(),
+    "large": EncoderConfig(
+        extractor_mode="layer_norm", conv_bias=True, d_model=1024, num_layers=24,
+        num_heads=16, ffn_dim=4096, layer_norm_first=True, dropout=0.0,
+        attention_dropout=0.0, feat_proj_dropout=0.0, layerdrop=0.0, feature_grad_mult=1.0),
+}
+
+
+def get_config(name: str, **overrides) -> EncoderConfig:
+  """A preset by name with field overrides, e.g. get_config("tiny", num_layers=2)."""
+  if name not in PRESETS:
+    raise KeyError(f"unknown encoder preset {name!r}; known: {sorted(PRESETS)}")
+  return dataclasses.replace(PRESETS[name], **overrides)
+
+
+class EncoderOutput(NamedTuple):
+  hidden: jax.Array                 # [B, F, D] last hidden state (after final LN if pre-LN)
+  frame_mask: jax.Array             # [B, F] bool, True on real frames
+  features: jax.Array               # [B, F, C] front-end features before LN/projection
+  layer_hiddens: tuple[jax.Array, ...] | None  # transformer input + every block's output
+
+
+class Encoder(nnx.Module):
+  """HuBERT / wav2vec 2.0 encoder (waveform or log-mel front end)."""
+
+  def __init__(self, config: EncoderConfig, *, rngs: nnx.Rngs):
+    cfg = config
+    self.config = cfg
+    dtype = jnp.dtype(cfg.dtype)
+    if cfg.frontend == "waveform":
+      self.frontend = frontends.WaveformFrontend(cfg, rngs=rngs)
+    elif cfg.frontend == "logmel":
+      self.frontend = frontends.LogMelFrontend(cfg, rngs=rngs)
+    else:
+      raise ValueError(f"frontend must be 'waveform' or 'logmel', got {cfg.frontend!r}")
+    c, d = self.frontend.out_dim, cfg.d_model
+    self.feature_layer_norm = (layers.LayerNorm(c, eps=cfg.layer_norm_eps, dtype=dtype,
+                                                rngs=rngs) if cfg.feat_proj_layer_norm else None)
+    self.projection = layers.Dense(c, d, ("conv_out", "embed"), dtype=dtype, rngs=rngs)
+    self.feat_proj_dropout = nnx.Dropout(cfg.feat_proj_dropout, rngs=rngs)
+    self.mask_embedding = layers.param(jax.nn.initializers.uniform(1.0), rngs.params(), (d,),
+                                       ("embed",))
+    self.pos_conv = layers.PositionalConv(d, cfg.pos_conv_kernel, cfg.pos_conv_groups,
+                                          dtype=dtype, rngs=rngs)
+    # Post-LN: LayerNorm after the pos-conv add; pre-LN: LayerNorm after the last block.
+    self.layer_norm = layers.LayerNorm(d, eps=cfg.layer_norm_eps, dtype=dtype, rngs=rngs)
+    self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs)
+    self.layers = nnx.List([
+        layers.TransformerBlock(
+            d, cfg.num_heads, cfg.ffn_dim, layer_norm_first=cfg.layer_norm_first,
+            dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
+            activation_dropout=cfg.activation_dropout,
+            conv_module_kernel=cfg.conv_module_kernel, eps=cfg.layer_norm_eps, dtype=dtype,
+            rngs=rngs)
+        for _ in range(cfg.num_layers)])
+    self.layerdrop_rngs = rngs["dropout"].fork() if cfg.layerdrop > 0 else None
+    self.dtype = dtype
+
+  @property
+  def d_model(self) -> int:
+    return self.config.d_model
+
+  def frame_lengths(self, num_samples):
+    """Number of output frames for `num_samples` real samples (int, numpy or jax array)."""
+    return self.frontend.frame_lengths(num_samples)
+
+  def __call__(self, audio: jax.Array, audio_mask: jax.Array | None = None, *,
+               time_mask: jax.Array | None = None, deterministic: bool = True,
+               output_hidden_states: bool = False) -> EncoderOutput:
+    """Encodes a right-padded batch.
+
+    Args:
+      audio: [B, T] float waveform at 16 kHz.
+      audio_mask: [B, T] (bool or int), 1 on real samples; None = all real.
+      time_mask: optional [B, F] bool, frames to replace by the learned mask embedding.
+      deterministic: True disables dropout and layerdrop.
+      output_hidden_states: also return the transformer input and every block's output.
+    """
+    cfg = self.config
+    if audio_mask is None:
+      audio_mask = jnp.ones(audio.shape, bool)
+    audio_mask = audio_mask.astype(bool)
+    features, frame_mask = self.frontend(audio, audio_mask, deterministic)
+    if cfg.feature_grad_mult == 0.0:
+      features = jax.lax.stop_gradient(features)
+    elif cfg.feature_grad_mult != 1.0:
+      features = layers.grad_multiply(features, cfg.feature_grad_mult)
+
+    x = features
+    if self.feature_layer_norm is not None:
+      x = self.feature_layer_norm(x)
+    x = self.feat_proj_dropout(self.projection(x), deterministic=deterministic)
+    if time_mask is not None:
+      x = jnp.where(time_mask[..., None], self.mask_embedding[...].astype(x.dtype), x)
+
+    x = jnp.where(frame_mask[..., None], x, 0)  # as transformers: padding out of the pos conv
+    x = x + self.pos_conv(x)
+    if not cfg.layer_norm_first:
+      x = self.layer_norm(x)
+    x = self.dropout(x, deterministic=deterministic)
+
+    hiddens = [x]
+    for block in self.layers:
+      y = block(x, frame_mask, deterministic)
+      if cfg.layerdrop > 0 and not deterministic:
+        keep = jax.random.uniform(self.layerdrop_rngs()) >= cfg.layerdrop
+        y = jnp.where(keep, y, x)
+      x = y
+      hiddens.append(x)
+    if cfg.layer_norm_first:
+      x = self.layer_norm(x)
+    return EncoderOutput(hidden=x, frame_mask=frame_mask, features=features,
+                         layer_hiddens=tuple(hiddens) if output_hidden_states else None)
