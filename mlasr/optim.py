@@ -4,11 +4,19 @@ Schedules follow the fairseq recipes the HuBERT/wav2vec 2.0 papers used:
 - `tri_stage`: linear warmup, hold, exponential decay (CTC fine-tuning; 10/40/50 %).
 - `warmup_cosine`: linear warmup then cosine decay (common for small from-scratch runs).
 - `warmup_polynomial`: linear warmup then linear decay to zero (HuBERT pretraining).
+
+`freeze` / `apply_freeze` wrap any optimizer so parameter groups get exactly zero updates,
+always or for the first N updates (fine-tuning a pretrained encoder).
 """
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Sequence
+from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -49,11 +57,117 @@ def make_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Sch
 
 
 def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int):
-  """AdamW with global-norm clipping. Returns (optax transform, schedule)."""
+  """AdamW with global-norm clipping. Returns (optax transform, schedule).
+
+  The whole chain sits in optax.apply_if_finite: a step whose gradients hold NaN/inf leaves
+  parameters and moments untouched and is counted (`notfinite_count`, consecutive); the train
+  loop stops with a clear message after `config.max_nonfinite_steps` in a row. The inner limit
+  is effectively infinite so optax itself never applies a non-finite update.
+  """
   schedule = make_schedule(cfg, total_steps)
   tx = optax.chain(
       optax.clip_by_global_norm(cfg.clip_norm) if cfg.get("clip_norm") else optax.identity(),
       optax.adamw(schedule, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.98),
                   eps=cfg.get("eps", 1e-6), weight_decay=cfg.get("weight_decay", 0.01)),
   )
-  return tx, schedule
+  return optax.apply_if_finite(tx, max_consecutive_errors=2**30), schedule
+
+
+# -------------------------------------------------------------------------------------------
+# Freezing for fine-tuning (fairseq: feature_grad_mult 0 and freeze_finetune_updates).
+# -------------------------------------------------------------------------------------------
+class FreezeState(NamedTuple):
+  count: jax.Array           # updates applied so far (int32)
+  inner: optax.OptState      # the wrapped optimizer's state, none for always-frozen params
+
+
+def param_path(path) -> str:
+  """'encoder/layers/0/attention/q_kernel' from a jax key path (drops nnx's `.value`)."""
+  parts = []
+  for k in path:
+    if isinstance(k, jax.tree_util.DictKey):
+      parts.append(str(k.key))
+    elif isinstance(k, jax.tree_util.SequenceKey):
+      parts.append(str(k.idx))
+    elif isinstance(k, jax.tree_util.GetAttrKey) and k.name != "value":
+      parts.append(k.name)
+  return "/".join(parts)
+
+
+def labels_by_regex(rules: Sequence[tuple[str, object]], default: str = "trainable"):
+  """params -> tree of labels: the first regex (full match on `param_path`) names the label."""
+  compiled = [(re.compile(pattern), pattern) for pattern, _ in rules]
+
+  def label_fn(params):
+    def label(path, _):
+      name = param_path(path)
+      return next((p for r, p in compiled if r.fullmatch(name)), default)
+    return jax.tree_util.tree_map_with_path(label, params)
+
+  return label_fn
+
+
+def freeze(tx: optax.GradientTransformation, param_labels,
+           frozen_until: dict[str, int]) -> optax.GradientTransformation:
+  """Wraps `tx` so that some parameters get exactly zero updates.
+
+  Args:
+    tx: the optimizer (applied once to all not-always-frozen params: one global-norm clip,
+      one schedule, counted from the first update).
+    param_labels: a tree of labels like the params, or a function params -> labels.
+    frozen_until: label -> number of updates during which that label is frozen; a negative
+      number (or None) freezes it for good. Labels not listed are always trained.
+  Always-frozen params get no optimizer state and no updates (so no weight decay either).
+  Params frozen for the first N updates get zero gradients into `tx` (they add nothing to
+  the clip norm, their Adam moments stay zero) and zero updates for updates 0..N-1; update N
+  is the first that moves them. Like fairseq they then start from zero moments, but the
+  schedule and Adam's bias-correction count are global.
+  """
+  def is_always(label):
+    n = frozen_until.get(label, 0)
+    return n is None or n < 0
+
+  def labels_of(tree):
+    return param_labels(tree) if callable(param_labels) else param_labels
+
+  def trainable_mask(params):
+    return jax.tree.map(lambda l: not is_always(l), labels_of(params))
+
+  inner = optax.masked(tx, trainable_mask)
+
+  def zero_frozen(updates, labels, count):
+    def zero(u, label):
+      n = frozen_until.get(label, 0)
+      if n is None or n < 0:
+        return jnp.zeros_like(u)
+      return jnp.where(count < n, jnp.zeros_like(u), u) if n > 0 else u
+    return jax.tree.map(zero, updates, labels)
+
+  def init_fn(params):
+    return FreezeState(count=jnp.zeros([], jnp.int32), inner=inner.init(params))
+
+  def update_fn(updates, state, params=None):
+    labels = labels_of(updates)
+    updates = zero_frozen(updates, labels, state.count)
+    updates, inner_state = inner.update(updates, state.inner, params)
+    updates = zero_frozen(updates, labels, state.count)
+    return updates, FreezeState(count=state.count + 1, inner=inner_state)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def apply_freeze(tx: optax.GradientTransformation,
+                 rules: Sequence[tuple[str, int]]) -> optax.GradientTransformation:
+  """`freeze` from config rules [(param-path regex, frozen updates), ...], first match wins.
+
+  HuBERT fine-tuning: [("encoder/frontend/.*", -1), ("encoder/.*", 10000)] keeps the conv
+  extractor frozen throughout and the rest of the encoder for the first 10k updates.
+  An empty `rules` returns `tx` unchanged.
+  """
+  rules = [tuple(r) for r in rules or ()]
+  if not rules:
+    return tx
+  for pattern, n in rules:
+    if not isinstance(n, int) and n is not None:
+      raise ValueError(f"freeze rule {pattern!r}: frozen updates must be an int, got {n!r}")
+  return freeze(tx, labels_by_regex(rules), {p: n for p, n in rules})

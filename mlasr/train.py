@@ -14,10 +14,13 @@ from __future__ import annotations
 import importlib
 import logging as std_logging
 import os
+import signal
+import threading
 import time
 
 from absl import app, flags, logging
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 from ml_collections import config_flags
@@ -56,28 +59,99 @@ def load_train_state(model, optimizer, state: dict):
   nnx.update(optimizer, opt)
 
 
+def _loss_and_grads(model, task, batch):
+  def loss(model):
+    return task.loss_fn(model, batch, train=True)
+  (loss_value, metrics), grads = nnx.value_and_grad(loss, has_aux=True)(model)
+  return loss_value, metrics, grads
+
+
 def make_update_step(graphdef, task, schedule, seed: int):
   """(state, batch, step) -> (state, metrics): one optimizer step on `task.loss_fn`.
 
   Dropout randomness is a function of (seed, step) only, so a resumed run draws exactly
-  the masks an uninterrupted one would.
+  the masks an uninterrupted one would. Steps with non-finite gradients are skipped by the
+  optimizer (optim.make_optimizer wraps it in optax.apply_if_finite).
   """
   dropout_key = jax.random.key(seed + 1)
 
   def update_step(state, batch, step):
     model, optimizer = nnx.merge(graphdef, state)
     nnx.reseed(model, dropout=jax.random.fold_in(dropout_key, step))
-
-    def loss(model):
-      return task.loss_fn(model, batch, train=True)
-
-    (loss_value, metrics), grads = nnx.value_and_grad(loss, has_aux=True)(model)
+    loss_value, metrics, grads = _loss_and_grads(model, task, batch)
     optimizer.update(model, grads)
     metrics = dict(metrics, loss=loss_value, grad_norm=optax.global_norm(grads),
-                   lr=schedule(step))
+                   lr=schedule(step), nonfinite_in_a_row=_nonfinite_in_a_row(optimizer))
     return nnx.state((model, optimizer)), metrics
 
   return update_step
+
+
+def make_accumulation_steps(graphdef, task, schedule, seed: int):
+  """Gradient accumulation (fairseq's update_freq) as two jitted functions.
+
+  grad_step(state, batch, step, micro) -> (weighted grads, metrics) for one micro-batch;
+  apply_step(state, grad_sum, weight_sum, step) -> (state, metrics) takes one optimizer step.
+  Each task's loss is a mean over `metrics["loss_weight"]` units (label tokens, masked
+  frames), so summing grads × weight and dividing by the total weight gives exactly the
+  gradient of the loss over the union of the micro-batches, whatever their shapes.
+  """
+  dropout_key = jax.random.key(seed + 1)
+
+  def grad_step(state, batch, step, micro):
+    model, _ = nnx.merge(graphdef, state)
+    nnx.reseed(model, dropout=jax.random.fold_in(jax.random.fold_in(dropout_key, step), micro))
+    loss_value, metrics, grads = _loss_and_grads(model, task, batch)
+    weight = metrics["loss_weight"].astype(jnp.float32)
+    return jax.tree.map(lambda g: g * weight, grads), dict(metrics, loss=loss_value)
+
+  def apply_step(state, grad_sum, weight_sum, step):
+    model, optimizer = nnx.merge(graphdef, state)
+    grads = jax.tree.map(lambda g: g / jnp.maximum(weight_sum, 1.0), grad_sum)
+    optimizer.update(model, grads)
+    metrics = dict(grad_norm=optax.global_norm(grads), lr=schedule(step),
+                   nonfinite_in_a_row=_nonfinite_in_a_row(optimizer))
+    return nnx.state((model, optimizer)), metrics
+
+  return grad_step, apply_step
+
+
+def _nonfinite_in_a_row(optimizer) -> jax.Array:
+  """Optimizer steps skipped in a row for non-finite gradients (optax.apply_if_finite)."""
+  return optimizer.opt_state.notfinite_count[...]
+
+
+def average_metrics(metrics: list[dict]) -> dict:
+  """Means of per-step scalar metrics; counts (num_*) are summed, counters keep the last."""
+  out = {}
+  for key in metrics[0]:
+    values = np.asarray([m[key] for m in metrics], np.float64)
+    if values.ndim != 1:
+      continue
+    if key.startswith("num_"):
+      out[key] = float(values.sum())
+    elif key == "nonfinite_in_a_row":
+      out[key] = float(values[-1])
+    else:
+      out[key] = float(values.mean())
+  return out
+
+
+class _PreemptionFlag:
+  """True once SIGTERM arrived; the loop then checkpoints and exits instead of dying."""
+
+  def __init__(self):
+    self.received = False
+    if threading.current_thread() is threading.main_thread():
+      signal.signal(signal.SIGTERM, self._handler)
+
+  def _handler(self, signum, frame):
+    del frame
+    logging.warning("Received signal %d: saving a checkpoint and stopping.", signum)
+    self.received = True
+
+  def __bool__(self):
+    return self.received
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | None = None) -> dict:
@@ -126,8 +200,25 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
   # Update step: pure function of (state, batch, step), jitted once per batch shape.
   # ---------------------------------------------------------------------------------------
   graphdef, state = nnx.split((model, optimizer))
-  update_step = jax.jit(make_update_step(graphdef, task, schedule, config.seed),
-                        donate_argnums=(0,))
+  accum_steps = config.get("accum_steps", 1)
+  if accum_steps == 1:
+    update_step = jax.jit(make_update_step(graphdef, task, schedule, config.seed),
+                          donate_argnums=(0,))
+  else:
+    grad_step, apply_step = map(jax.jit, make_accumulation_steps(graphdef, task, schedule,
+                                                                 config.seed))
+    add = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b), donate_argnums=(0,))
+
+    def update_step(state, batch, step):
+      # `batch` is a list of accum_steps micro-batches (shapes may differ by bucket).
+      grad_sum, weight_sum, micro_metrics = None, 0.0, []
+      for micro, micro_batch in enumerate(batch):
+        grads, metrics = grad_step(state, micro_batch, step, micro)
+        grad_sum = grads if grad_sum is None else add(grad_sum, grads)
+        weight_sum += metrics["loss_weight"]
+        micro_metrics.append(metrics)
+      state, metrics = apply_step(state, grad_sum, weight_sum, step)
+      return state, dict(average_metrics(micro_metrics), **metrics)
 
   @jax.jit
   def predict_step(state, batch):
@@ -169,33 +260,41 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
                       dict(step=step, config=config.to_json_best_effort()))
 
   # ---------------------------------------------------------------------------------------
-  # Train loop.
+  # Train loop. Metrics stay on device until a log step, so the loop never waits on them.
+  # SIGTERM (TPU/GPU preemption) finishes the current step, saves and exits cleanly.
   # ---------------------------------------------------------------------------------------
-  dev_summary = {}
-  tic, audio_seconds, counters = time.time(), 0.0, dict(num_infeasible=0)
+  preempted = _PreemptionFlag()
+  dev_summary, pending, audio_seconds, tic = {}, [], 0.0, time.time()
   progress = inputs.progress_bar(start_step, config.total_steps, enabled=is_main)
   for step in range(start_step, config.total_steps):
-    batch = inputs.to_device(next(train_iter))
-    state, metrics = update_step(state, batch, step)
+    host_batches = [next(train_iter) for _ in range(accum_steps)]
+    batch = [inputs.to_device(b) for b in host_batches]
+    state, metrics = update_step(state, batch[0] if accum_steps == 1 else batch, step)
+    pending.append(metrics)
+    audio_seconds += sum(float(np.sum(b["audio_mask"])) for b in host_batches) / inputs.SAMPLE_RATE
     progress.update(1)
-    audio_seconds += float(np.sum(batch["audio_mask"])) / inputs.SAMPLE_RATE
-    if (step + 1) % config.log_every == 0 or step + 1 == config.total_steps:
-      metrics = jax.device_get(metrics)
-      counters["num_infeasible"] += int(metrics.get("num_infeasible", 0))
+    done = step + 1 == config.total_steps
+    if (step + 1) % config.log_every == 0 or done or preempted:
+      scalars = average_metrics(jax.device_get(pending))
       elapsed = time.time() - tic
-      scalars = {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
       scalars.update(audio_seconds_per_second=audio_seconds / elapsed,
-                     steps_per_second=config.log_every / elapsed)
+                     steps_per_second=len(pending) / elapsed)
       writer.write_scalars(step + 1, scalars)
-      progress.set_postfix(loss=f"{scalars['loss']:.3f}", x_rt=f"{scalars['audio_seconds_per_second']:.0f}")
-      if not np.isfinite(scalars["loss"]):
-        raise FloatingPointError(f"Non-finite loss {scalars['loss']} at step {step + 1}.")
-      tic, audio_seconds = time.time(), 0.0
-    if config.eval_every and (step + 1) % config.eval_every == 0 or step + 1 == config.total_steps:
+      progress.set_postfix(loss=f"{scalars['loss']:.3f}",
+                           x_rt=f"{scalars['audio_seconds_per_second']:.0f}")
+      if scalars["nonfinite_in_a_row"] >= config.get("max_nonfinite_steps", 20):
+        raise FloatingPointError(
+            f"{int(scalars['nonfinite_in_a_row'])} steps in a row had NaN/inf gradients (up to "
+            f"step {step + 1}); they were skipped, but training is not recovering. Lower "
+            "config.optim.lr, check the data report, or raise config.max_nonfinite_steps.")
+      pending, audio_seconds, tic = [], 0.0, time.time()
+    if (config.eval_every and (step + 1) % config.eval_every == 0) or done:
       dev_summary = evaluate_dev(step + 1)
-    if (step + 1) % config.checkpoint_every == 0 or step + 1 in (config.total_steps, stop_at_step):
+    if (step + 1) % config.checkpoint_every == 0 or done or step + 1 == stop_at_step or preempted:
       save(step + 1)
-    if step + 1 == stop_at_step:
+    if step + 1 == stop_at_step or preempted:
+      logging.info("Stopping at step %d (%s).", step + 1,
+                   "SIGTERM" if preempted else "stop_at_step")
       break
   progress.close()
   checkpointer.wait()

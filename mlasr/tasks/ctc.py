@@ -75,8 +75,10 @@ def loss_fn(model: nnx.Module, batch: dict, train: bool = True):
                              lang_id=batch.get("lang_id"))
   loss, aux = ctc_loss(logits, frame_mask, batch["labels"], batch["label_mask"],
                        batch.get("example_mask"))
+  # loss_weight: the loss is a mean over label tokens; gradient accumulation weights by it.
   metrics = dict(ctc_loss=loss, num_infeasible=aux["num_infeasible"],
-                 num_tokens=aux["num_tokens"], num_frames=frame_mask.sum())
+                 num_tokens=aux["num_tokens"], num_frames=frame_mask.sum(),
+                 loss_weight=aux["num_tokens"])
   return loss, metrics
 
 
