@@ -18,7 +18,8 @@ from mlasr.data import pipeline, tfds_builder
 from mlasr.data import tokenizer as tokenizer_lib
 
 SAMPLE_RATE = tfds_builder.SAMPLE_RATE
-_DEVICE_KEYS = ("audio", "audio_mask", "labels", "label_mask", "lang_id", "example_mask")
+_DEVICE_KEYS = ("audio", "audio_mask", "labels", "label_mask", "lang_id", "example_mask", "targets",
+                "target_mask")
 
 
 def datasets(data_cfg: ml_collections.ConfigDict) -> list[tuple[str, str]]:

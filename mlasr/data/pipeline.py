@@ -13,6 +13,13 @@ The step → batch map is a grain MapDataset over step numbers, so grain's own i
 state (a step counter, plus per-worker positions with worker_count > 0) restores exactly,
 and batches do not depend on worker_count. Shapes come only from the fixed bucket set.
 
+Self-supervised targets (`labels=LabelStore(...)`, mlasr.targets.labels): batches also carry
+`targets` int32 [B, L] (frame labels at the store's label_rate, -1 padded) and `target_mask`
+[B, L]; L is fixed per bucket (`labels.num_labels(num_samples)`). Random crops then start at a
+multiple of the label hop (16000 / label_rate samples), so the crop's labels are exactly
+labels[offset / hop:][:L]. Utterances without labels are skipped and counted ("no_targets");
+a label count that differs from the expected one by more than one frame raises (wrong dump).
+
 Eval: every kept utterance exactly once, grouped by bucket in dataset order, the last batch
 of a bucket padded (example_mask 0); hosts take every shard_count-th utterance and all hosts
 yield the same number of batches.
@@ -36,6 +43,24 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = tfds_builder.SAMPLE_RATE
 _PCM_SCALE = 32767.0  # tfds_builder stores round(x * 32767) as int16.
+
+
+class Labels(Protocol):
+  """What the pipeline needs of mlasr.targets.labels.LabelStore."""
+  label_rate: float
+  hop: int
+
+  def num_labels(self, num_samples: int) -> int:
+    ...
+
+  def has(self, corpus: str, lang: str, split: str, utt_id: str) -> bool:
+    ...
+
+  def length(self, corpus: str, lang: str, split: str, utt_id: str) -> int:
+    ...
+
+  def get(self, corpus: str, lang: str, split: str, utt_id: str) -> np.ndarray:
+    ...
 
 
 class Tokenizer(Protocol):
@@ -89,7 +114,7 @@ class _Table:
 
 def _load_table(data_dir: str, datasets: Sequence[tuple[str, str]], split: str,
                 langs: Sequence[str], tokenizer: Tokenizer | None, max_samples: int | None,
-                report: corpora.DataReport) -> _Table:
+                report: corpora.DataReport, labels: Labels | None = None) -> _Table:
   cols = {f.name: [] for f in dataclasses.fields(_Table)}
   for s, (corpus, lang) in enumerate(datasets):
     index = tfds_builder.load_index(data_dir, corpus, lang)
@@ -112,6 +137,16 @@ def _load_table(data_dir: str, datasets: Sequence[tuple[str, str]], split: str,
             reason = "untokenizable"
       if reason is None and max_samples is not None and n > max_samples:
         reason = "too_long"
+      if reason is None and labels is not None:
+        if not labels.has(corpus, lang, split, utt_id):
+          reason = "no_targets"
+        else:
+          got, want = labels.length(corpus, lang, split, utt_id), labels.num_labels(n)
+          if abs(got - want) > 1:
+            raise ValueError(
+                f"labels of {corpus}/{lang}/{split} {utt_id}: {got} frames for {n} samples, "
+                f"expected {want} at {labels.label_rate} Hz; the labels dir does not belong "
+                "to this data (or was dumped at another label rate)")
       if reason is not None:
         report.skip(corpus, lang, split, reason, utt_id)
         continue
@@ -181,11 +216,12 @@ class _StepToBatch:
   """step -> train batch; pure, picklable (grain workers receive a copy)."""
 
   def __init__(self, sources, table, buckets, num_labels, bucket_probs, lang_probs, members,
-               seed, shard_index, with_labels):
+               seed, shard_index, with_labels, targets=None):
     self.sources, self.table, self.buckets = sources, table, buckets
     self.num_labels, self.bucket_probs, self.lang_probs = num_labels, bucket_probs, lang_probs
     self.members, self.seed, self.shard_index = members, seed, shard_index
     self.with_labels = with_labels
+    self.targets = targets  # _Targets or None
 
   def plan(self, step: int) -> tuple[int, list[int], list[int]]:
     """(bucket, table rows, crop offsets) of batch `step` on this host."""
@@ -200,15 +236,47 @@ class _StepToBatch:
       e = int(m[rng.integers(len(m))])
       n = int(self.table.num_samples[e])
       rows.append(e)
-      offsets.append(int(rng.integers(n - num_samples + 1)) if n > num_samples else 0)
+      if n <= num_samples:
+        offsets.append(0)
+      elif self.targets is None:
+        offsets.append(int(rng.integers(n - num_samples + 1)))
+      else:  # Crop on the label grid so labels[offset / hop:] line up with the audio.
+        hop = self.targets.hop
+        offsets.append(hop * int(rng.integers((n - num_samples) // hop + 1)))
     return b, rows, offsets
 
   def __call__(self, step: int) -> dict[str, np.ndarray]:
     b, rows, offsets = self.plan(step)
     batch_size, num_samples = self.buckets[b]
     exs = _read(self.sources, self.table, rows)
-    return _pad_batch(exs, self.table, rows, batch_size, num_samples, self.num_labels[b],
-                      offsets, self.with_labels)
+    batch = _pad_batch(exs, self.table, rows, batch_size, num_samples, self.num_labels[b],
+                       offsets, self.with_labels)
+    if self.targets is not None:
+      batch.update(self.targets.batch(self.table, rows, offsets, batch_size, num_samples))
+    return batch
+
+
+class _Targets:
+  """Reads, crops and pads self-supervised frame labels for batch rows (picklable)."""
+
+  def __init__(self, labels: Labels, datasets: Sequence[tuple[str, str]], split: str):
+    self.labels, self.datasets, self.split = labels, list(datasets), split
+    self.hop = int(labels.hop)
+
+  def batch(self, table: _Table, rows: Sequence[int], offsets: Sequence[int], batch_size: int,
+            num_samples: int) -> dict[str, np.ndarray]:
+    length = int(self.labels.num_labels(num_samples))
+    targets = np.full([batch_size, length], -1, np.int32)
+    mask = np.zeros([batch_size, length], np.int32)
+    for r, (e, off) in enumerate(zip(rows, offsets)):
+      corpus, lang = self.datasets[table.src[e]]
+      lab = self.labels.get(corpus, lang, self.split, table.utt_id[e])
+      if off % self.hop:
+        raise ValueError(f"crop offset {off} is not a multiple of the label hop {self.hop}")
+      lab = lab[off // self.hop:][:length]
+      targets[r, :len(lab)] = lab
+      mask[r, :len(lab)] = 1
+    return {"targets": targets, "target_mask": mask}
 
 
 @dataclasses.dataclass
@@ -221,6 +289,7 @@ class TrainData:
   shapes: list[tuple[int, int, int]]  # (batch_size, num_samples, num_labels) per bucket
   report: corpora.DataReport  # examples dropped by the pipeline (text, tokens, length)
   step_fn: _StepToBatch
+  num_targets: list[int] | None = None  # per bucket, with labels: target length L
 
   def iterator(self) -> grain.DatasetIterator:
     """A fresh iterator (supports get_state()/set_state() and grain's orbax handler)."""
@@ -232,7 +301,8 @@ def train_data(data_dir: str, datasets: Sequence[tuple[str, str]], *, split: str
                alpha: float = 0.5, size_unit: str = "hours",
                buckets: Sequence[tuple[int, int]] | None = None, seed: int = 0,
                shard_index: int = 0, shard_count: int = 1, worker_count: int = 0,
-               long_clips: str | None = None, num_steps: int = 2**40) -> TrainData:
+               long_clips: str | None = None, num_steps: int = 2**40,
+               labels: Labels | None = None) -> TrainData:
   """Builds the language-balanced, bucketed train input.
 
   Args:
@@ -253,6 +323,7 @@ def train_data(data_dir: str, datasets: Sequence[tuple[str, str]], *, split: str
       "drop"ped and counted (CTC, where a crop breaks the transcript). Default: "drop" with a
       tokenizer, "crop" without.
     num_steps: length of the (effectively endless) step range.
+    labels: a mlasr.targets.labels.LabelStore: adds `targets`/`target_mask` (see module doc).
   """
   buckets = sorted([tuple(map(int, b)) for b in (buckets or make_buckets())], key=lambda x: x[1])
   langs = list(langs) if langs is not None else list(dict.fromkeys(l for _, l in datasets))
@@ -264,7 +335,7 @@ def train_data(data_dir: str, datasets: Sequence[tuple[str, str]], *, split: str
   report = corpora.DataReport()
   max_len = buckets[-1][1]
   table = _load_table(data_dir, datasets, split, langs, tokenizer,
-                      max_len if long_clips == "drop" else None, report)
+                      max_len if long_clips == "drop" else None, report, labels)
 
   sizes = sampling.sizes_from_durations(
       [(langs[l], n / SAMPLE_RATE) for l, n in zip(table.lang_id, table.num_samples)], size_unit)
@@ -294,7 +365,8 @@ def train_data(data_dir: str, datasets: Sequence[tuple[str, str]], *, split: str
 
   sources = [tfds_builder.data_source(data_dir, c, l, split) for c, l in datasets]
   step_fn = _StepToBatch(sources, table, buckets, num_labels, bucket_probs, lang_probs, members,
-                         seed, shard_index, tokenizer is not None)
+                         seed, shard_index, tokenizer is not None,
+                         _Targets(labels, datasets, split) if labels is not None else None)
   ds = grain.MapDataset.range(num_steps).map(step_fn)
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2))
   if worker_count > 0:
@@ -308,7 +380,9 @@ def train_data(data_dir: str, datasets: Sequence[tuple[str, str]], *, split: str
   shapes = [(bs, n, nl) for (bs, n), nl in zip(buckets, num_labels)]
   log.info("train buckets (batch, samples, labels): %s; pipeline skips:\n%s", shapes,
            report.summary())
-  return TrainData(it, weights, sizes, langs, shapes, report, step_fn)
+  num_targets = ([int(labels.num_labels(n)) for _, n in buckets] if labels is not None
+                 else None)
+  return TrainData(it, weights, sizes, langs, shapes, report, step_fn, num_targets)
 
 
 @dataclasses.dataclass
@@ -323,6 +397,7 @@ class EvalData:
   shapes: list[tuple[int, int, int]]
   report: corpora.DataReport
   with_labels: bool
+  labels: Labels | None = None
 
   def __len__(self) -> int:
     return len(self.plan)
@@ -335,6 +410,9 @@ class EvalData:
       exs = _read(sources, self.table, rows)
       batch = _pad_batch(exs, self.table, rows, batch_size, num_samples, num_labels,
                          [0] * len(rows), self.with_labels)
+      if self.labels is not None:
+        batch.update(_Targets(self.labels, self.datasets, self.split).batch(
+            self.table, rows, [0] * len(rows), batch_size, num_samples))
       pad = [""] * (batch_size - len(rows))
       batch["utt_id"] = np.array([self.table.utt_id[e] for e in rows] + pad, dtype=object)
       batch["text_norm"] = np.array([self.table.text_norm[e] for e in rows] + pad, dtype=object)
@@ -349,20 +427,24 @@ class EvalData:
 def eval_data(data_dir: str, datasets: Sequence[tuple[str, str]], split: str = "test", *,
               langs: Sequence[str] | None = None, tokenizer: Tokenizer | None = None,
               buckets: Sequence[tuple[int, int]] | None = None, batch_size: int | None = None,
-              shard_index: int = 0, shard_count: int = 1) -> EvalData:
+              shard_index: int = 0, shard_count: int = 1,
+              labels: Labels | None = None) -> EvalData:
   """In-order eval batches: every kept utterance once, padded batches with example_mask.
 
   Utterances with empty normalised text (or untokenizable, with a tokenizer) are skipped and
   counted in `.report` (they have no reference to score). Shapes are the train buckets (with
   `batch_size`, if given, replacing every bucket's batch size); clips longer than the largest
   bucket go to extra eval-only shapes (length rounded up to a multiple of the largest bucket).
+  With `labels`, batches also carry `targets`/`target_mask` (utterances without labels are
+  skipped and counted as "no_targets").
   """
   buckets = sorted([tuple(map(int, b)) for b in (buckets or make_buckets())], key=lambda x: x[1])
   if batch_size is not None:
     buckets = [(int(batch_size), n) for _, n in buckets]
   langs = list(langs) if langs is not None else list(dict.fromkeys(l for _, l in datasets))
   report = corpora.DataReport()
-  table = _load_table(data_dir, datasets, split, langs, tokenizer or _NonEmpty(), None, report)
+  table = _load_table(data_dir, datasets, split, langs, tokenizer or _NonEmpty(), None, report,
+                      labels)
   batch_samples = max(bs * n for bs, n in buckets)
   max_len = buckets[-1][1]
   shapes = list(buckets)
@@ -389,7 +471,7 @@ def eval_data(data_dir: str, datasets: Sequence[tuple[str, str]], split: str = "
       plan.append((b, mine[k * batch_size:(k + 1) * batch_size]))
   shapes3 = [(bs, n, nl) for (bs, n), nl in zip(shapes, num_labels)]
   return EvalData(data_dir, list(datasets), split, langs, table, plan, shapes3, report,
-                  tokenizer is not None)
+                  tokenizer is not None, labels)
 
 
 def _text(value) -> str:
