@@ -1,0 +1,33 @@
+r"""CTC fine-tuning with the HuBERT Base encoder (95M parameters, waveform front end).
+
+  python -m mlasr.train --config experiments/ctc_base.py:root=/data/cv,sources=commonvoice:sw \
+      --workdir runs/base_sw [--config.init_from=runs/hubert_base_it2]
+
+The fairseq base_10h recipe: tri-stage LR (10/40/50 %), peak 5e-5 (2e-5 for 10 min / 1 h),
+conv extractor frozen, final dropout 0.0, layerdrop 0.1. From scratch it is only a baseline;
+it needs a pretrained encoder (config.init_from) to be useful on tiny labeled sets. Too slow
+for a 2-core CPU beyond smoke tests: use it on a GPU/TPU (see docs/scaling.md).
+"""
+from mlasr import config_lib
+
+
+def get_config(arg=None):
+  arg = config_lib.parse_arg(arg, root="~/mlasr_data/demo", sources="commonvoice:en",
+                             steps=20000, lr=5e-5)
+  config = config_lib.base_ctc_config()
+  config.total_steps = arg.steps
+  config.eval_every = config.checkpoint_every = 1000
+  config.data.root = arg.root
+  config.data.sources = tuple(arg.sources.split("+"))
+  config.data.max_seconds = 15.6
+  config.data.bucket_seconds = (4.0, 6.0, 9.0, 15.6)
+  config.data.batch_seconds = 200.0   # per host; fairseq base_10h: 3.2M samples/GPU x 8
+  config.model.encoder = dict(preset="base", layerdrop=0.1, feature_grad_mult=0.0)
+  config.model.final_dropout = 0.0
+  config.optim.schedule = "tri_stage"
+  config.optim.lr = arg.lr
+  config.optim.b2 = 0.98
+  config.optim.eps = 1e-8
+  config.optim.weight_decay = 0.0
+  config.optim.clip_norm = 0.0
+  return config
