@@ -96,3 +96,23 @@ def test_nonfinite_gradients_skip_the_step_and_are_counted():
   assert int(metrics["nonfinite_in_a_row"]) == 0
   assert any(not np.array_equal(p0, np.asarray(p1))
              for p0, p1 in zip(before, params_of(graphdef, state)))
+
+
+def test_remat_and_bf16_keep_gradients():
+  """Activation checkpointing changes memory, not math; bf16 compute stays close to fp32."""
+  batch = random_batch(2)
+  grads = {}
+  for name, overrides in [("plain", {}), ("remat", dict(remat="full")),
+                          ("bf16", dict(dtype="bfloat16"))]:
+    config = tiny_config()
+    config.model.encoder.update(overrides)
+    model = ctc_model.build(config, VOCAB, nnx.Rngs(params=0, dropout=1))
+    grads[name] = jax.tree.leaves(nnx.grad(lambda m: ctc_task.loss_fn(m, batch)[0])(model))
+    assert all(g.dtype == jnp.float32 for g in grads[name])  # fp32 master weights
+  scale = max(float(jnp.max(jnp.abs(g))) for g in grads["plain"])
+  for a, b in zip(grads["plain"], grads["remat"]):
+    np.testing.assert_allclose(np.asarray(b) / scale, np.asarray(a) / scale, atol=1e-5)
+  cos = sum(float(jnp.vdot(a, b)) for a, b in zip(grads["plain"], grads["bf16"])) / (
+      np.sqrt(sum(float(jnp.vdot(a, a)) for a in grads["plain"])) *
+      np.sqrt(sum(float(jnp.vdot(b, b)) for b in grads["bf16"])))
+  assert cos > 0.98, cos

@@ -61,6 +61,7 @@ class EncoderConfig:
   feat_proj_dropout: float = 0.1
   layerdrop: float = 0.05
   dtype: str = "float32"                # compute dtype; params are always float32
+  remat: str = "none"                   # activation checkpointing per block: none|full|dots
 
   def __post_init__(self):
     # Configs from ml_collections / JSON carry lists; the config must stay hashable because
@@ -90,6 +91,24 @@ def get_config(name: str, **overrides) -> EncoderConfig:
   if name not in PRESETS:
     raise KeyError(f"unknown encoder preset {name!r}; known: {sorted(PRESETS)}")
   return dataclasses.replace(PRESETS[name], **overrides)
+
+
+def _call_block(block, x, frame_mask, deterministic):
+  return block(x, frame_mask, deterministic)
+
+
+# Activation checkpointing trades compute for memory: "full" recomputes each block in the
+# backward pass, "dots" keeps matmul outputs (without a batch dim) and recomputes the rest.
+_REMAT_POLICIES = {"full": None,
+                   "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+
+
+def _remat_block(name: str):
+  if name == "none":
+    return _call_block
+  if name not in _REMAT_POLICIES:
+    raise ValueError(f"EncoderConfig.remat={name!r}; use 'none', 'full' or 'dots'.")
+  return nnx.remat(_call_block, policy=_REMAT_POLICIES[name], static_argnums=(3,))
 
 
 class EncoderOutput(NamedTuple):
@@ -179,8 +198,9 @@ class Encoder(nnx.Module):
     x = self.dropout(x, deterministic=deterministic)
 
     hiddens = [x]
+    run_block = _remat_block(cfg.remat)
     for block in self.layers:
-      y = block(x, frame_mask, deterministic)
+      y = run_block(block, x, frame_mask, deterministic)
       if cfg.layerdrop > 0 and not deterministic:
         keep = jax.random.uniform(self.layerdrop_rngs()) >= cfg.layerdrop
         y = jnp.where(keep, y, x)
