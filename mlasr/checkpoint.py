@@ -3,6 +3,12 @@
 A checkpoint holds the model parameters, the optimizer state (which includes the step), the
 data-iterator state and a small JSON of metadata. Dropout randomness is derived from
 (seed, step) inside the train step, so nothing else is needed for an exact resume.
+
+Saves are asynchronous (training continues while the arrays are written) and atomic: Orbax
+writes into `<step>.orbax-checkpoint-tmp-*` and renames when complete, so a process killed
+mid-save leaves the previous checkpoint as the latest one (tests/test_checkpoint.py kills one).
+`<workdir>/checkpoints` keeps the last `max_to_keep`; `<workdir>/best` keeps the parameters
+with the best dev metric.
 """
 from __future__ import annotations
 
@@ -13,14 +19,19 @@ import orbax.checkpoint as ocp
 
 
 class Checkpointer:
-  """Keeps the last `max_to_keep` checkpoints of a run under `<workdir>/checkpoints`."""
+  """The last `max_to_keep` checkpoints of a run, plus the best one by a dev metric."""
 
-  def __init__(self, workdir: str, max_to_keep: int = 3):
+  def __init__(self, workdir: str, max_to_keep: int = 3, best_metric: str = "dev_cer/macro",
+               best_mode: str = "min"):
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
     self.manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
-    )
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+    self.best_metric = best_metric
+    self.best = ocp.CheckpointManager(
+        os.path.abspath(os.path.join(workdir, "best")),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=1, create=True, best_fn=lambda m: m[best_metric], best_mode=best_mode))
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -30,6 +41,11 @@ class Checkpointer:
         state=ocp.args.StandardSave(state),
         data=ocp.args.JsonSave(data_state),
         meta=ocp.args.JsonSave(meta)))
+
+  def save_best(self, step: int, params: dict, metrics: dict):
+    """Keeps `params` if `metrics[best_metric]` beats the best so far (only one is kept)."""
+    self.best.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params)),
+                   metrics={k: float(v) for k, v in metrics.items()})
 
   def restore(self, step: int, abstract_state: dict):
     """Restores into the shapes/dtypes/shardings of `abstract_state` (ShapeDtypeStructs)."""
@@ -41,9 +57,11 @@ class Checkpointer:
 
   def wait(self):
     self.manager.wait_until_finished()
+    self.best.wait_until_finished()
 
   def close(self):
     self.manager.close()
+    self.best.close()
 
 
 def abstract_like(tree):

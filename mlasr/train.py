@@ -252,6 +252,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
     writer.write_scalars(step, summary)
     logging.info("step %d dev macro CER %.4f WER %.4f", step, summary["dev_cer/macro"],
                  summary["dev_wer/macro"])
+    model, _ = nnx.merge(graphdef, state)
+    checkpointer.save_best(step, nnx.to_pure_dict(nnx.state(model, nnx.Param)), summary)
     return summary
 
   def save(step):
