@@ -163,7 +163,8 @@ class Encoder(nnx.Module):
     return self.frontend.frame_lengths(num_samples)
 
   def __call__(self, audio: jax.Array, audio_mask: jax.Array | None = None, *,
-               time_mask: jax.Array | None = None, deterministic: bool = True,
+               time_mask: jax.Array | None = None, channel_mask: jax.Array | None = None,
+               deterministic: bool = True,
                output_hidden_states: bool = False) -> EncoderOutput:
     """Encodes a right-padded batch.
 
@@ -171,6 +172,7 @@ class Encoder(nnx.Module):
       audio: [B, T] float waveform at 16 kHz.
       audio_mask: [B, T] (bool or int), 1 on real samples; None = all real.
       time_mask: optional [B, F] bool, frames to replace by the learned mask embedding.
+      channel_mask: optional [B, D] bool, channels of the projected features set to zero.
       deterministic: True disables dropout and layerdrop.
       output_hidden_states: also return the transformer input and every block's output.
     """
@@ -190,6 +192,8 @@ class Encoder(nnx.Module):
     x = self.feat_proj_dropout(self.projection(x), deterministic=deterministic)
     if time_mask is not None:
       x = jnp.where(time_mask[..., None], self.mask_embedding[...].astype(x.dtype), x)
+    if channel_mask is not None:  # fine-tuning channel masking (fairseq apply_mask)
+      x = jnp.where(channel_mask[:, None, :], jnp.zeros((), x.dtype), x)
 
     x = jnp.where(frame_mask[..., None], x, 0)  # as transformers: padding out of the pos conv
     x = x + self.pos_conv(x)
