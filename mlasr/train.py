@@ -29,12 +29,15 @@ from flax import nnx
 
 from mlasr import checkpoint as ckpt_lib
 from mlasr import config_lib, evaluate, optim
+from mlasr import sharding as sharding_lib
 from mlasr.data import inputs
 from mlasr.metrics_writer import MetricsWriter
 
 config_flags.DEFINE_config_file("config", None, "Experiment config (experiments/*.py[:args]).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and results go.")
+flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize() first "
+                  "(also MLASR_DISTRIBUTED=1; see mlasr/sharding.py and docs/scaling.md).")
 
 
 class _QuietLibraries(std_logging.Filter):
@@ -188,10 +191,23 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
   # ---------------------------------------------------------------------------------------
   # Model and optimizer. Dropout keys come from (seed, step) in the update step.
   # ---------------------------------------------------------------------------------------
-  rngs = nnx.Rngs(params=config.seed, dropout=config.seed + 1)
-  model = model_lib.build(config, tokenizer.vocab_size, rngs)
   tx, schedule = optim.make_optimizer(config.optim, config.total_steps)
-  optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+  def build():
+    model = model_lib.build(config, tokenizer.vocab_size,
+                            nnx.Rngs(params=config.seed, dropout=config.seed + 1))
+    return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+  # --- sharding (mlasr/sharding.py): config.mesh + config.sharding_preset or
+  # config.logical_axis_rules. Parameters and optimizer state are born sharded.
+  mesh = sharding_lib.make_mesh(config.get("mesh"))
+  rules = sharding_lib.get_rules(config)
+  graphdef, state, state_shardings = sharding_lib.create_sharded_state(build, rules, mesh)
+  batch_sharding = sharding_lib.batch_sharding(mesh, rules)
+  logging.info("Mesh %s, %s per device of parameters + optimizer state", dict(mesh.shape),
+               f"{sharding_lib.bytes_per_device(state) / 2**20:.1f} MiB")
+  # --- end sharding
+  model, optimizer = nnx.merge(graphdef, state)
   num_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
   logging.info("Model %s: %.2fM parameters", config.model.name, num_params / 1e6)
   writer.write_json("model_info.json", dict(num_params=int(num_params)))
@@ -199,11 +215,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
   # ---------------------------------------------------------------------------------------
   # Update step: pure function of (state, batch, step), jitted once per batch shape.
   # ---------------------------------------------------------------------------------------
-  graphdef, state = nnx.split((model, optimizer))
   accum_steps = config.get("accum_steps", 1)
   if accum_steps == 1:
-    update_step = jax.jit(make_update_step(graphdef, task, schedule, config.seed),
-                          donate_argnums=(0,))
+    # sharding: in/out shardings fixed to the state's layout, state donated.
+    update_step = sharding_lib.shard_update_step(
+        make_update_step(graphdef, task, schedule, config.seed), state_shardings,
+        batch_sharding, rules)
   else:
     grad_step, apply_step = map(jax.jit, make_accumulation_steps(graphdef, task, schedule,
                                                                  config.seed))
@@ -244,7 +261,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
   dev_data = inputs.eval_data(config, config.data.eval_split)
 
   def evaluate_dev(step):
-    hyps = evaluate.transcribe(lambda b: predict_step(state, b), dev_data, tokenizer)
+    # sharding: eval batches come laid out over jax.devices(); move them onto the mesh.
+    hyps = evaluate.transcribe(lambda b: predict_step(state, jax.device_put(b, batch_sharding)),
+                               dev_data, tokenizer)
     scores = evaluate.score(hyps, n_boot=0)
     summary = {f"dev_cer/{k}": v["cer"]["rate"] for k, v in scores["languages"].items()}
     summary["dev_cer/macro"] = scores["macro"]["cer"]["rate"]
@@ -270,7 +289,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
   progress = inputs.progress_bar(start_step, config.total_steps, enabled=is_main)
   for step in range(start_step, config.total_steps):
     host_batches = [next(train_iter) for _ in range(accum_steps)]
-    batch = [inputs.to_device(b) for b in host_batches]
+    batch = [sharding_lib.to_device(b, batch_sharding) for b in host_batches]  # sharding
     state, metrics = update_step(state, batch[0] if accum_steps == 1 else batch, step)
     pending.append(metrics)
     audio_seconds += sum(float(np.sum(b["audio_mask"])) for b in host_batches) / inputs.SAMPLE_RATE
@@ -307,6 +326,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
 
 def main(argv):
   del argv
+  sharding_lib.maybe_initialize_distributed(flags.FLAGS.distributed)  # sharding
   run(flags.FLAGS.config, flags.FLAGS.workdir)
 
 
