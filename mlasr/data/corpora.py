@@ -187,6 +187,22 @@ def _read_rows(corpus: str, lang: str, split: str, tsv: str, required: Sequence[
     yield dict(zip(header, fields))
 
 
+def _language_dirs(corpus: str, corpus_dir: str, langs, splits, tsv_pattern: str,
+                   report: DataReport):
+  """(lang, folder) of each requested language whose folder holds at least one split TSV;
+  the others are skipped and counted."""
+  for lang in _list_langs(corpus_dir, langs):
+    lang_dir = os.path.join(corpus_dir, lang)
+    if not os.path.isdir(lang_dir):
+      report.skip(corpus, lang, "*", "missing_language_dir", lang_dir)
+      continue
+    if not any(os.path.isfile(os.path.join(lang_dir, tsv_pattern.format(s))) for s in splits):
+      report.skip(corpus, lang, "*", "no_split_tsvs", lang_dir)
+      continue
+    _check_lang(corpus, lang, report)
+    yield lang, lang_dir
+
+
 def read_commonvoice(root: str, langs: Sequence[str] | None = None,
                      splits: Sequence[str] = SPLITS,
                      report: DataReport | None = None) -> list[Utterance]:
@@ -195,15 +211,8 @@ def read_commonvoice(root: str, langs: Sequence[str] | None = None,
   report = report if report is not None else DataReport()
   corpus_dir = os.path.abspath(os.path.join(root, "commonvoice"))
   out = []
-  for lang in _list_langs(corpus_dir, langs):
-    lang_dir = os.path.join(corpus_dir, lang)
-    if not os.path.isdir(lang_dir):
-      report.skip("commonvoice", lang, "*", "missing_language_dir", lang_dir)
-      continue
-    if not any(os.path.isfile(os.path.join(lang_dir, f"{s}.tsv")) for s in splits):
-      report.skip("commonvoice", lang, "*", "no_split_tsvs", lang_dir)
-      continue
-    _check_lang("commonvoice", lang, report)
+  for lang, lang_dir in _language_dirs("commonvoice", corpus_dir, langs, splits, "{}.tsv",
+                                       report):
     for split in splits:
       tsv = os.path.join(lang_dir, f"{split}.tsv")
       seen = set()
@@ -239,15 +248,8 @@ def read_voxpopuli(root: str, langs: Sequence[str] | None = None,
   report = report if report is not None else DataReport()
   corpus_dir = os.path.abspath(os.path.join(root, "voxpopuli", "transcribed_data"))
   out = []
-  for lang in _list_langs(corpus_dir, langs):
-    lang_dir = os.path.join(corpus_dir, lang)
-    if not os.path.isdir(lang_dir):
-      report.skip("voxpopuli", lang, "*", "missing_language_dir", lang_dir)
-      continue
-    if not any(os.path.isfile(os.path.join(lang_dir, f"asr_{s}.tsv")) for s in splits):
-      report.skip("voxpopuli", lang, "*", "no_split_tsvs", lang_dir)
-      continue
-    _check_lang("voxpopuli", lang, report)
+  for lang, lang_dir in _language_dirs("voxpopuli", corpus_dir, langs, splits, "asr_{}.tsv",
+                                       report):
     for split in splits:
       tsv = os.path.join(lang_dir, f"asr_{split}.tsv")
       seen = set()
