@@ -18,8 +18,8 @@ DEMO_SOURCES = ("commonvoice:en+commonvoice:it+commonvoice:ca+commonvoice:ru+com
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, root="~/mlasr_data/demo", sources=DEMO_SOURCES, steps=1500,
-                             tokenizer="char", alpha=0.5)
+  arg = config_lib.parse_arg(arg, root="~/mlasr_data/demo", sources=DEMO_SOURCES, steps=500,
+                             layers=6, tokenizer="char", alpha=0.5)
   config = config_lib.base_ctc_config()
   config.total_steps = arg.steps
   config.data.root = arg.root
@@ -28,8 +28,13 @@ def get_config(arg=None):
   config.tokenizer.kind = arg.tokenizer
 
   # The `tiny` preset: 25 Hz log-mel frames, d=192, conformer-style conv in each block.
-  config.model.encoder = dict(preset="tiny", num_layers=6)
+  config.model.encoder = dict(preset="tiny", num_layers=arg.layers)
+  # Clips are 1.5-15 s (median 4 s); four length buckets keep padding low and compiles few.
+  config.data.bucket_seconds = (3.0, 4.5, 7.0, 12.0)
+  config.data.batch_seconds = 120.0
+  config.eval_every = 0  # dev CER once, at the end: each eval shape costs a compile on CPU
+  config.checkpoint_every = 100
   config.optim.schedule = "warmup_cosine"
   config.optim.lr = 2e-3
-  config.optim.warmup_steps = 150
+  config.optim.warmup_steps = arg.steps // 10
   return config

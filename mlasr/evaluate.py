@@ -11,7 +11,6 @@ per_utt.tsv. CER/WER are corpus-level: total edits / total reference units, on n
 from __future__ import annotations
 
 import collections
-import functools
 import importlib
 import os
 
@@ -26,10 +25,10 @@ from mlasr.data import inputs
 from mlasr.evaluators import report
 
 def transcribe(predict_fn, eval_data, tokenizer) -> list[dict]:
-  """Runs `predict_fn(batch) -> (tokens, lengths)` over `eval_data`; one dict per utterance."""
+  """Runs `predict_fn(host batch) -> (tokens, lengths)` over `eval_data`; a dict per utterance."""
   utts = []
   for batch in eval_data.batches():
-    tokens, lengths = jax.device_get(predict_fn(inputs.to_device(batch)))
+    tokens, lengths = jax.device_get(predict_fn(batch))
     for i in np.flatnonzero(batch["example_mask"]):
       lang = str(batch["lang"][i])
       utts.append(dict(
@@ -91,7 +90,8 @@ def run(workdir: str, split: str, n_boot: int = 1000, step: int | None = None) -
   task = importlib.import_module(f"mlasr.tasks.{config.task}")
   graphdef, state = nnx.split(model)
   predict = jax.jit(lambda state, batch: task.predict(nnx.merge(graphdef, state), batch))
-  utts = transcribe(functools.partial(predict, state), inputs.eval_data(config, split), tokenizer)
+  utts = transcribe(lambda batch: predict(state, inputs.to_device(batch)),
+                    inputs.eval_data(config, split), tokenizer)
   groups = speaker_groups(config.data.root)
   for u in utts:
     if (group := groups.get((u["corpus"], u["lang"], u["speaker"]))) is not None:

@@ -70,6 +70,8 @@ def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int):
       optax.adamw(schedule, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.98),
                   eps=cfg.get("eps", 1e-6), weight_decay=cfg.get("weight_decay", 0.01)),
   )
+  # Fine-tuning freezes (config.optim.freeze): zero updates, no weight decay, for matching params.
+  tx = apply_freeze(tx, cfg.get("freeze", ()))
   return optax.apply_if_finite(tx, max_consecutive_errors=2**30), schedule
 
 

@@ -28,9 +28,10 @@ import numpy as np
 from flax import nnx
 
 from mlasr import checkpoint as ckpt_lib
-from mlasr import config_lib, evaluate, optim
+from mlasr import config_lib, optim
 from mlasr import sharding as sharding_lib
 from mlasr.data import inputs
+from mlasr.models import surgery
 from mlasr.metrics_writer import MetricsWriter
 
 config_flags.DEFINE_config_file("config", None, "Experiment config (experiments/*.py[:args]).",
@@ -179,11 +180,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
   model_lib = importlib.import_module(f"mlasr.models.{config.model.name}")
 
   # ---------------------------------------------------------------------------------------
-  # Input pipeline: corpora -> TFDS array_record -> tokenizer -> grain batches.
+  # Input pipeline: corpora -> TFDS array_record -> targets (tokenizer for CTC, cluster
+  # labels for HuBERT) -> grain batches.
   # ---------------------------------------------------------------------------------------
   inputs.prepare_sources(config.data)
-  tokenizer = inputs.get_tokenizer(config, workdir)
-  train_iter, lang_weights, skipped = inputs.train_iterator(config, tokenizer)
+  targets = task.setup(config, workdir)
+  train_iter, lang_weights, skipped = inputs.train_iterator(
+      config, targets["tokenizer"], targets["labels"])
   writer.write_json("sampling_weights.json", lang_weights)
   logging.info("Training examples skipped by the pipeline:\n%s", skipped.summary())
   logging.info("Language sampling weights (alpha=%s): %s", config.data.alpha, lang_weights)
@@ -194,7 +197,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
   tx, schedule = optim.make_optimizer(config.optim, config.total_steps)
 
   def build():
-    model = model_lib.build(config, tokenizer.vocab_size,
+    model = model_lib.build(config, targets["num_outputs"],
                             nnx.Rngs(params=config.seed, dropout=config.seed + 1))
     return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
 
@@ -238,15 +241,18 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
       return state, dict(average_metrics(micro_metrics), **metrics)
 
   @jax.jit
-  def predict_step(state, batch):
+  def eval_step(state, batch, step):
     model, _ = nnx.merge(graphdef, state)
-    return task.predict(model, batch)
+    nnx.reseed(model, dropout=jax.random.fold_in(jax.random.key(config.seed + 2), step))
+    return task.eval_step(model, batch)
 
   # ---------------------------------------------------------------------------------------
   # Restore: the latest checkpoint in the workdir (resume), else `config.init_from`, else
   # the fresh initialisation above.
   # ---------------------------------------------------------------------------------------
-  checkpointer = ckpt_lib.Checkpointer(workdir, config.get("keep_checkpoints", 3))
+  best_metric, best_mode = task.BEST_METRIC
+  checkpointer = ckpt_lib.Checkpointer(workdir, config.get("keep_checkpoints", 3), best_metric,
+                                       best_mode)
   start_step = 0
   if (latest := checkpointer.latest_step()) is not None:
     model, optimizer = nnx.merge(graphdef, state)
@@ -257,20 +263,23 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
     start_step = int(meta["step"])
     graphdef, state = nnx.split((model, optimizer))
     logging.info("Resumed from %s at step %d", checkpointer.directory, start_step)
+  elif config.get("init_from"):
+    # Surgery: a pretrained encoder into this model (heads dropped / freshly initialised).
+    model, optimizer = nnx.merge(graphdef, state)
+    report = surgery.load_pretrained_encoder(model, surgery.read_params(config.init_from))
+    writer.write_json("init_from.json", dict(init_from=config.init_from, **vars(report)))
+    graphdef, state = nnx.split((model, optimizer))
+    state = jax.device_put(state, state_shardings)
 
-  dev_data = inputs.eval_data(config, config.data.eval_split)
+  dev_data = inputs.eval_data(config, config.data.eval_split, targets["labels"])
 
   def evaluate_dev(step):
     # sharding: eval batches come laid out over jax.devices(); move them onto the mesh.
-    hyps = evaluate.transcribe(lambda b: predict_step(state, jax.device_put(b, batch_sharding)),
-                               dev_data, tokenizer)
-    scores = evaluate.score(hyps, n_boot=0)
-    summary = {f"dev_cer/{k}": v["cer"]["rate"] for k, v in scores["languages"].items()}
-    summary["dev_cer/macro"] = scores["macro"]["cer"]["rate"]
-    summary["dev_wer/macro"] = scores["macro"]["wer"]["rate"]
+    summary = task.evaluate(
+        lambda b: eval_step(state, jax.device_put(inputs.device_arrays(b), batch_sharding), 0),
+        dev_data, targets)
     writer.write_scalars(step, summary)
-    logging.info("step %d dev macro CER %.4f WER %.4f", step, summary["dev_cer/macro"],
-                 summary["dev_wer/macro"])
+    logging.info("step %d dev: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in summary.items()))
     model, _ = nnx.merge(graphdef, state)
     checkpointer.save_best(step, nnx.to_pure_dict(nnx.state(model, nnx.Param)), summary)
     return summary

@@ -9,9 +9,14 @@ import pytest
 
 from mlasr import checkpoint as ckpt_lib
 from mlasr import config_lib, evaluate, train
+from mlasr.data import inputs
 
 EXPERIMENTS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "experiments",
                                             "*.py")))
+
+def experiment(name: str) -> str:
+  return next(p for p in EXPERIMENTS if os.path.basename(p) == name)
+
 
 # Small widths keep every architecture's structure but compile and run in seconds.
 TINY_SHAPES = dict(d_model=32, num_layers=1, num_heads=2, ffn_dim=64, pos_conv_kernel=8,
@@ -39,8 +44,11 @@ def load_experiment(path: str, root: str, sources: tuple[str, ...]):
 def test_experiment_config_trains(path, small_corpus, tmp_path):
   root, sources = small_corpus
   config = load_experiment(path, root, sources)
+  if config.task == "hubert":  # BEST-RQ targets need no k-means labels (tested below)
+    config.model.targets = "bestrq"
+    config.model.bestrq = dict(codebook_size=64)
   dev = train.run(config, str(tmp_path))
-  assert np.isfinite(dev["dev_cer/macro"])
+  assert all(np.isfinite(v) for v in dev.values()) and dev
   lines = open(tmp_path / "metrics.jsonl").read().splitlines()
   assert len(lines) == 3  # two train steps logged + the final dev eval
   saved = config_lib.load_config(str(tmp_path))
@@ -54,7 +62,7 @@ def final_params(workdir, step=None):
 
 def test_resume_is_bit_identical(small_corpus, tmp_path):
   root, sources = small_corpus
-  config = load_experiment(EXPERIMENTS[0], root, sources)
+  config = load_experiment(experiment("demo_ctc.py"), root, sources)
   config.total_steps = 4
   train.run(config, str(tmp_path / "straight"))
   train.run(config, str(tmp_path / "resumed"), stop_at_step=2)  # "preempted" after step 2
@@ -76,3 +84,33 @@ def small_corpus(tmp_path_factory):
   root = str(tmp_path_factory.mktemp("corpus"))
   test_tfds_pipeline._make_corpus(root)  # pylint: disable=protected-access
   return root, ("commonvoice:hi", "commonvoice:ru", "voxpopuli:it")
+
+
+def test_pretrain_with_kmeans_labels_then_finetune_from_it(small_corpus, tmp_path):
+  """MFCC -> k-means -> labels -> HuBERT steps -> init_from surgery -> CTC steps."""
+  from data_prep import dump_labels, extract_features, fit_kmeans  # pylint: disable=import-outside-toplevel
+  root, sources = small_corpus
+  pretrain = load_experiment(experiment("hubert_pretrain.py"), root, sources)
+  inputs.prepare_sources(pretrain.data)
+  data_dir = inputs.data_dir(pretrain.data)
+  datasets = [(c, l, s) for c, l in (x.split(":") for x in sources) for s in ("train", "dev")]
+  extract_features.extract(data_dir, datasets[::2], extract_features.FeatureSpec("mfcc"),
+                           str(tmp_path / "feats"))
+  fit_kmeans.fit(str(tmp_path / "feats"), str(tmp_path / "km"), k=8, batch_size=256, seed=0)
+  dump_labels.dump(data_dir, datasets, str(tmp_path / "km"), str(tmp_path / "labels"))
+  pretrain.model.labels_dir = str(tmp_path / "labels")
+  pretrain.model.label_rate = 100.0
+  dev = train.run(pretrain, str(tmp_path / "pretrain"))
+  assert np.isfinite(dev["dev/loss"]) and 0.0 <= dev["dev/acc_masked"] <= 1.0
+
+  finetune = load_experiment(experiment("ctc_finetune.py"), root, sources)
+  finetune.init_from = str(tmp_path / "pretrain")
+  finetune.optim.freeze = (("encoder/.*", 100),)  # encoder frozen through these 2 steps
+  train.run(finetune, str(tmp_path / "finetune"))
+  from mlasr.models import surgery  # pylint: disable=import-outside-toplevel
+  pretrained = surgery.flatten(surgery.read_params(str(tmp_path / "pretrain")))
+  tuned = surgery.flatten(surgery.read_params(str(tmp_path / "finetune")))
+  encoder_keys = [k for k in tuned if k.startswith("encoder")]
+  assert encoder_keys and all(np.array_equal(tuned[k], pretrained[k]) for k in encoder_keys)
+  assert not any(k.startswith("head") for k in pretrained)  # the CTC head is new
+

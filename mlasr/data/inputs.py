@@ -76,23 +76,32 @@ def buckets(data_cfg: ml_collections.ConfigDict) -> list[tuple[int, int]]:
                                batch_multiple=jax.local_device_count())
 
 
-def train_iterator(config: ml_collections.ConfigDict, tokenizer):
-  """(grain iterator of train batches, {lang: sampling weight}, pipeline skip report)."""
+def train_iterator(config: ml_collections.ConfigDict, tokenizer=None, labels=None):
+  """(grain iterator of train batches, {lang: sampling weight}, pipeline skip report).
+
+  CTC passes a tokenizer (batches get `labels`), HuBERT a LabelStore (batches get `targets`),
+  BEST-RQ neither (its targets are computed from the audio inside the step).
+  """
   train = pipeline.train_data(
       data_dir(config.data), datasets(config.data), split=config.data.train_split,
-      langs=languages(config.data), tokenizer=tokenizer, alpha=config.data.alpha,
+      langs=languages(config.data), tokenizer=tokenizer, labels=labels, alpha=config.data.alpha,
       buckets=buckets(config.data), seed=config.seed, shard_index=jax.process_index(),
       shard_count=jax.process_count(), worker_count=config.data.worker_count,
       long_clips=config.data.get("long_clips"))
   return train.iterator(), train.weights, train.report
 
 
-def eval_data(config: ml_collections.ConfigDict, split: str) -> pipeline.EvalData:
+def eval_data(config: ml_collections.ConfigDict, split: str, labels=None) -> pipeline.EvalData:
   """Every utterance of `split` once, in padded batches (scored against text_norm)."""
   return pipeline.eval_data(
       data_dir(config.data), datasets(config.data), split, langs=languages(config.data),
-      buckets=buckets(config.data), batch_size=config.data.eval_batch_size,
+      buckets=buckets(config.data), batch_size=config.data.eval_batch_size, labels=labels,
       shard_index=jax.process_index(), shard_count=jax.process_count())
+
+
+def device_arrays(batch: dict) -> dict:
+  """The numeric arrays of a batch (eval batches also carry utt_id/text strings)."""
+  return {k: batch[k] for k in _DEVICE_KEYS if k in batch}
 
 
 def to_device(batch: dict) -> dict:

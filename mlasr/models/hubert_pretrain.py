@@ -30,6 +30,7 @@ from flax import nnx
 from mlasr import masking
 from mlasr.models import hubert, layers
 from mlasr.targets import align
+from mlasr.targets import bestrq as bestrq_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +54,8 @@ class HubertPretrainModel(nnx.Module):
   def __init__(self, enc_cfg: hubert.EncoderConfig, num_classes: int | Sequence[int], *,
                final_dim: int = 256, logit_temp: float = 0.1, untie_final_proj: bool = False,
                mask_cfg: masking.MaskingConfig = masking.MaskingConfig(),
-               label_rate: float = 50.0, loss_cfg: LossConfig = LossConfig(), rngs: nnx.Rngs):
+               label_rate: float = 50.0, loss_cfg: LossConfig = LossConfig(),
+               bestrq: bestrq_lib.BestRQConfig | None = None, rngs: nnx.Rngs):
     num_classes = (num_classes,) if isinstance(num_classes, int) else tuple(num_classes)
     self.encoder = hubert.Encoder(enc_cfg, rngs=rngs)
     self.num_classes = num_classes
@@ -69,6 +71,7 @@ class HubertPretrainModel(nnx.Module):
     self.mask_cfg = mask_cfg
     self.label_rate, self.loss_cfg = float(label_rate), loss_cfg
     self.mask_rngs = rngs["dropout"].fork()
+    self.bestrq = bestrq  # BEST-RQ targets computed in the step; None = dumped labels
 
   def num_frames(self, num_samples: int) -> int:
     """Padded frame count for a batch of `num_samples` samples (static)."""
@@ -135,10 +138,15 @@ def build(config: ml_collections.ConfigDict, num_classes: int | Sequence[int],
   model_cfg = config.model
   fields = dict(model_cfg.encoder)
   enc_cfg = hubert.get_config(fields.pop("preset", "tiny"), **fields)
+  bestrq = None
+  label_rate = model_cfg.get("label_rate", 50.0)
+  if model_cfg.get("targets", "labels") == "bestrq":
+    bestrq = bestrq_lib.BestRQConfig(**dict(model_cfg.get("bestrq", None) or {}))
+    num_classes, label_rate = bestrq.codebook_size, bestrq.label_rate
   return HubertPretrainModel(
       enc_cfg, num_classes, final_dim=model_cfg.get("final_dim", 256),
       logit_temp=model_cfg.get("logit_temp", 0.1),
       untie_final_proj=model_cfg.get("untie_final_proj", False),
       mask_cfg=masking.MaskingConfig.from_dict(model_cfg.get("masking", None)),
-      label_rate=model_cfg.get("label_rate", 50.0),
+      label_rate=label_rate, bestrq=bestrq,
       loss_cfg=LossConfig(**dict(model_cfg.get("loss", None) or {})), rngs=rngs)

@@ -69,6 +69,30 @@ def greedy_decode(logits: jax.Array, frame_mask: jax.Array, max_len: int | None 
   return tokens, keep.sum(-1)
 
 
+# --------------------------------------------------------------------------------------------
+# Hooks used by mlasr.train (every task module has them).
+# --------------------------------------------------------------------------------------------
+BEST_METRIC = ("dev_cer/macro", "min")  # keeps the checkpoint with the lowest dev macro CER
+
+
+def setup(config, workdir: str) -> dict:
+  """What the model and pipeline need: the tokenizer (trained on first use) and its size."""
+  from mlasr.data import inputs  # pylint: disable=import-outside-toplevel
+  tokenizer = inputs.get_tokenizer(config, workdir)
+  return dict(num_outputs=tokenizer.vocab_size, tokenizer=tokenizer, labels=None)
+
+
+def evaluate(eval_fn, eval_data, setup_out: dict) -> dict:
+  """Dev metrics: greedy-decode every utterance, per-language and macro CER/WER."""
+  from mlasr import evaluate as evaluate_lib  # pylint: disable=import-outside-toplevel
+  hyps = evaluate_lib.transcribe(eval_fn, eval_data, setup_out["tokenizer"])
+  scores = evaluate_lib.score(hyps, n_boot=0)
+  summary = {f"dev_cer/{k}": v["cer"]["rate"] for k, v in scores["languages"].items()}
+  summary["dev_cer/macro"] = scores["macro"]["cer"]["rate"]
+  summary["dev_wer/macro"] = scores["macro"]["wer"]["rate"]
+  return summary
+
+
 def loss_fn(model: nnx.Module, batch: dict, train: bool = True):
   """The task loss used by mlasr.train: returns (loss, metrics)."""
   logits, frame_mask = model(batch["audio"], batch["audio_mask"], deterministic=not train,
@@ -80,6 +104,10 @@ def loss_fn(model: nnx.Module, batch: dict, train: bool = True):
                  num_tokens=aux["num_tokens"], num_frames=frame_mask.sum(),
                  loss_weight=aux["num_tokens"])
   return loss, metrics
+
+
+def eval_step(model: nnx.Module, batch: dict):
+  return predict(model, batch)
 
 
 def predict(model: nnx.Module, batch: dict):

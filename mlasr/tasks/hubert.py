@@ -12,9 +12,13 @@ mlasr.models.hubert_pretrain.HubertPretrainModel; weights come from `model.loss_
 """
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from mlasr.targets import bestrq
 
 from mlasr.targets import align
 
@@ -75,6 +79,50 @@ def masked_prediction_loss(out, targets: list[jax.Array], valid: jax.Array, num_
   return loss, metrics
 
 
+# --------------------------------------------------------------------------------------------
+# Hooks used by mlasr.train (every task module has them).
+# --------------------------------------------------------------------------------------------
+BEST_METRIC = ("dev/loss", "min")
+
+
+def setup(config, workdir: str) -> dict:
+  """Targets: dumped k-means labels (config.model.targets="labels", config.model.labels_dir)
+  or BEST-RQ codes computed inside the step (config.model.targets="bestrq")."""
+  del workdir
+  source = config.model.get("targets", "labels")
+  if source == "bestrq":
+    return dict(num_outputs=config.model.get("bestrq", {}).get("codebook_size", 8192),
+                tokenizer=None, labels=None)
+  if source != "labels":
+    raise ValueError(f"config.model.targets={source!r}; use 'labels' or 'bestrq'.")
+  from mlasr.targets import labels as labels_lib  # pylint: disable=import-outside-toplevel
+  store = labels_lib.LabelStore(os.path.expanduser(config.model.labels_dir))
+  if abs(store.label_rate - config.model.get("label_rate", 50.0)) > 1e-6:
+    raise ValueError(f"labels in {config.model.labels_dir} are at {store.label_rate} Hz but "
+                     f"config.model.label_rate={config.model.get('label_rate', 50.0)}; set it "
+                     "to the label rate of the dump.")
+  return dict(num_outputs=store.num_classes, tokenizer=None, labels=store)
+
+
+def eval_step(model: nnx.Module, batch: dict):
+  """Masked-prediction metrics on a dev batch (masks drawn from the reseeded dropout stream)."""
+  return loss_fn(model, batch, train=False)[1]
+
+
+def evaluate(eval_fn, eval_data, setup_out: dict) -> dict:
+  """Dev loss and accuracies, averaged over batches weighted by the frames they score."""
+  del setup_out
+  totals, weights = {}, {}
+  for batch in eval_data.batches():
+    metrics = jax.device_get(eval_fn(batch))
+    w_masked = float(metrics["num_masked"])
+    for key in ("loss", "loss_masked", "acc_masked", "pred_entropy", "target_entropy"):
+      if key in metrics:
+        totals[key] = totals.get(key, 0.0) + float(metrics[key]) * w_masked
+        weights[key] = weights.get(key, 0.0) + w_masked
+  return {f"dev/{k}": totals[k] / max(weights[k], 1.0) for k in totals}
+
+
 def loss_fn(model: nnx.Module, batch: dict, train: bool = True):
   """The task loss used by mlasr.train: returns (loss, metrics)."""
   # Frame i gets label floor(i * label_rate / frame_rate) (mlasr.targets.align's policy:
@@ -82,6 +130,13 @@ def loss_fn(model: nnx.Module, batch: dict, train: bool = True):
   frame_mask = model.frame_mask(batch["audio_mask"])
   aligned, has_target = [], None
   num_bad = 0
+  if "targets" not in batch:  # BEST-RQ: targets are a pure function of the audio
+    if model.bestrq is None:
+      raise ValueError("batch has no 'targets' and the model has no BEST-RQ quantizer; set "
+                       "config.model.labels_dir (k-means labels) or config.model.targets='bestrq'.")
+    targets, target_mask = bestrq.bestrq_targets(batch["audio"], batch["audio_mask"],
+                                                 model.bestrq)
+    batch = dict(batch, targets=targets, target_mask=target_mask.astype(jnp.int32))
   target_sets = _target_sets(batch)
   if len(target_sets) != len(model.num_classes):
     raise ValueError(f"batch has {len(target_sets)} target sets, the model predicts "
@@ -106,7 +161,8 @@ def loss_fn(model: nnx.Module, batch: dict, train: bool = True):
   loss, metrics = masked_prediction_loss(out, aligned, valid, model.num_classes, model.loss_cfg,
                                          has_frontend_params)
   metrics.update(num_frames=out.frame_mask.sum(), num_target_frames=valid.sum(),
-                 num_bad_targets=num_bad)
+                 num_bad_targets=num_bad, loss=loss,
+                 loss_weight=metrics["num_masked"])  # gradient accumulation weights by it
   return loss, metrics
 
 
