@@ -31,6 +31,7 @@ def load_experiment(path: str, root: str, sources: tuple[str, ...]):
   config = module.get_config()
   config.data.root = root
   config.data.sources = sources
+  config.data.train_split = "train"  # the small corpus has no ML-SUPERB subsets of 1 h
   config.data.bucket_seconds = (1.5, 3.0)
   config.data.batch_seconds = 6.0
   config.model.encoder.update(TINY_SHAPES)
