@@ -547,8 +547,12 @@ def build(preset: str, out: str | pathlib.Path, seed: int = 0, workers: int = 2,
   n_clips = sum(len(b[1]) for b in batches)
   failed: set[str] = set()
   bar = tqdm.tqdm(total=n_clips, desc=f"synth {preset}", unit="clip", disable=not progress)
-  if workers > 1 and len(batches) > 1:
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
+  # Synthesis forks espeak-ng once per clip. A process that has started JAX's thread pools
+  # (a test run, a notebook) must not fork, so the work then goes to fresh "spawn" workers.
+  in_pool = (workers > 1 and len(batches) > 1) or "jax" in sys.modules
+  if in_pool and batches:
+    context = multiprocessing.get_context("spawn" if "jax" in sys.modules else "fork")
+    with context.Pool(max(1, min(workers, len(batches)))) as pool:
       for res in pool.imap_unordered(_synth_batch, batches):
         failed.update(u for u, err in res if err)
         bar.update(len(res))
