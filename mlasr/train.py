@@ -22,7 +22,6 @@ from absl import app, flags, logging
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 from ml_collections import config_flags
 import numpy as np
 from flax import nnx
@@ -32,6 +31,7 @@ from mlasr import config_lib, optim
 from mlasr import sharding as sharding_lib
 from mlasr.data import inputs
 from mlasr.models import surgery
+from mlasr.steps import make_accumulation_steps, make_update_step
 from mlasr.metrics_writer import MetricsWriter
 
 config_flags.DEFINE_config_file("config", None, "Experiment config (experiments/*.py[:args]).",
@@ -61,68 +61,6 @@ def load_train_state(model, optimizer, state: dict):
   opt = nnx.state(optimizer)
   nnx.replace_by_pure_dict(opt, state["opt"])
   nnx.update(optimizer, opt)
-
-
-def _loss_and_grads(model, task, batch):
-  def loss(model):
-    return task.loss_fn(model, batch, train=True)
-  (loss_value, metrics), grads = nnx.value_and_grad(loss, has_aux=True)(model)
-  return loss_value, metrics, grads
-
-
-def make_update_step(graphdef, task, schedule, seed: int):
-  """(state, batch, step) -> (state, metrics): one optimizer step on `task.loss_fn`.
-
-  Dropout randomness is a function of (seed, step) only, so a resumed run draws exactly
-  the masks an uninterrupted one would. Steps with non-finite gradients are skipped by the
-  optimizer (optim.make_optimizer wraps it in optax.apply_if_finite).
-  """
-  dropout_key = jax.random.key(seed + 1)
-
-  def update_step(state, batch, step):
-    model, optimizer = nnx.merge(graphdef, state)
-    nnx.reseed(model, dropout=jax.random.fold_in(dropout_key, step))
-    loss_value, metrics, grads = _loss_and_grads(model, task, batch)
-    optimizer.update(model, grads)
-    metrics = dict(metrics, loss=loss_value, grad_norm=optax.global_norm(grads),
-                   lr=schedule(step), nonfinite_in_a_row=_nonfinite_in_a_row(optimizer))
-    return nnx.state((model, optimizer)), metrics
-
-  return update_step
-
-
-def make_accumulation_steps(graphdef, task, schedule, seed: int):
-  """Gradient accumulation (fairseq's update_freq) as two jitted functions.
-
-  grad_step(state, batch, step, micro) -> (weighted grads, metrics) for one micro-batch;
-  apply_step(state, grad_sum, weight_sum, step) -> (state, metrics) takes one optimizer step.
-  Each task's loss is a mean over `metrics["loss_weight"]` units (label tokens, masked
-  frames), so summing grads × weight and dividing by the total weight gives exactly the
-  gradient of the loss over the union of the micro-batches, whatever their shapes.
-  """
-  dropout_key = jax.random.key(seed + 1)
-
-  def grad_step(state, batch, step, micro):
-    model, _ = nnx.merge(graphdef, state)
-    nnx.reseed(model, dropout=jax.random.fold_in(jax.random.fold_in(dropout_key, step), micro))
-    loss_value, metrics, grads = _loss_and_grads(model, task, batch)
-    weight = metrics["loss_weight"].astype(jnp.float32)
-    return jax.tree.map(lambda g: g * weight, grads), dict(metrics, loss=loss_value)
-
-  def apply_step(state, grad_sum, weight_sum, step):
-    model, optimizer = nnx.merge(graphdef, state)
-    grads = jax.tree.map(lambda g: g / jnp.maximum(weight_sum, 1.0), grad_sum)
-    optimizer.update(model, grads)
-    metrics = dict(grad_norm=optax.global_norm(grads), lr=schedule(step),
-                   nonfinite_in_a_row=_nonfinite_in_a_row(optimizer))
-    return nnx.state((model, optimizer)), metrics
-
-  return grad_step, apply_step
-
-
-def _nonfinite_in_a_row(optimizer) -> jax.Array:
-  """Optimizer steps skipped in a row for non-finite gradients (optax.apply_if_finite)."""
-  return optimizer.opt_state.notfinite_count[...]
 
 
 def average_metrics(metrics: list[dict]) -> dict:
