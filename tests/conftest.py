@@ -17,3 +17,16 @@ def tiny_benchmark(tmp_path_factory) -> pathlib.Path:
   root = tmp_path_factory.mktemp("tiny_benchmark")
   synth_benchmark.build("tiny", root, seed=0, workers=2, progress=False)
   return root
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory) -> tuple[str, tuple[str, ...]]:
+  """(root, sources) of a seconds-to-build corpus: CV hi/ru + VoxPopuli it, clips of 0.3-2.6 s.
+
+  Shared by the training tests (tests/test_train.py, tests/test_preemption.py); session scope
+  so its TFDS datasets are prepared once, by whichever test trains first.
+  """
+  import test_tfds_pipeline  # pylint: disable=g-import-not-at-top
+  root = str(tmp_path_factory.mktemp("corpus"))
+  test_tfds_pipeline._make_corpus(root)  # pylint: disable=protected-access
+  return root, ("commonvoice:hi", "commonvoice:ru", "voxpopuli:it")

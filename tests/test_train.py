@@ -79,14 +79,6 @@ def test_resume_is_bit_identical(small_corpus, tmp_path):
   assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(params_2, params_b))
 
 
-@pytest.fixture(scope="module")
-def small_corpus(tmp_path_factory):
-  import test_tfds_pipeline  # pylint: disable=import-outside-toplevel
-  root = str(tmp_path_factory.mktemp("corpus"))
-  test_tfds_pipeline._make_corpus(root)  # pylint: disable=protected-access
-  return root, ("commonvoice:hi", "commonvoice:ru", "voxpopuli:it")
-
-
 def test_pretrain_with_kmeans_labels_then_finetune_from_it(small_corpus, tmp_path):
   """MFCC -> k-means -> labels -> HuBERT steps -> init_from surgery -> CTC steps."""
   from data_prep import dump_labels, extract_features, fit_kmeans  # pylint: disable=import-outside-toplevel
