@@ -64,6 +64,15 @@ class Checkpointer:
     self.best.close()
 
 
+def latest_step(workdir: str) -> int | None:
+  """The newest finished checkpoint step of a run, without creating any folders."""
+  directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+  if not os.path.isdir(directory):
+    return None
+  with ocp.CheckpointManager(directory) as manager:
+    return manager.latest_step()
+
+
 def abstract_like(tree):
   """ShapeDtypeStructs (with shardings) for restoring into arrays laid out like `tree`."""
   return jax.tree.map(

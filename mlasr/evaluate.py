@@ -21,8 +21,10 @@ from flax import nnx
 
 from mlasr import checkpoint as ckpt_lib
 from mlasr import config_lib
+from mlasr import sharding as sharding_lib
 from mlasr.data import inputs
 from mlasr.evaluators import report
+from mlasr.models import surgery
 
 def transcribe(predict_fn, eval_data, tokenizer) -> list[dict]:
   """Runs `predict_fn(host batch) -> (tokens, lengths)` over `eval_data`; a dict per utterance."""
@@ -68,20 +70,12 @@ def restore_model(workdir: str, step: int | None = None):
   tokenizer = inputs.get_tokenizer(config, workdir)
   model_lib = importlib.import_module(f"mlasr.models.{config.model.name}")
   model = model_lib.build(config, tokenizer.vocab_size, nnx.Rngs(params=0, dropout=0))
-  checkpointer = ckpt_lib.Checkpointer(workdir)
-  step = checkpointer.latest_step() if step is None else step
+  step = ckpt_lib.latest_step(workdir) if step is None else step
   if step is None:
-    raise FileNotFoundError(f"No checkpoint in {checkpointer.directory}; train first.")
-  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-  restored = checkpointer.manager.restore(step, args=ckpt_lib.ocp.args.Composite(
-      state=ckpt_lib.ocp.args.PyTreeRestore(
-          item=dict(params=ckpt_lib.abstract_like(params)),
-          restore_args=jax.tree.map(lambda _: ckpt_lib.ocp.RestoreArgs(), dict(params=params)),
-          partial_restore=True)))
+    raise FileNotFoundError(f"No checkpoint in {workdir}/checkpoints; train first.")
   state = nnx.state(model, nnx.Param)
-  nnx.replace_by_pure_dict(state, restored["state"]["params"])
+  nnx.replace_by_pure_dict(state, surgery.read_params(workdir, step))
   nnx.update(model, state)
-  checkpointer.close()
   return config, tokenizer, model, step
 
 
@@ -90,7 +84,9 @@ def run(workdir: str, split: str, n_boot: int = 1000, step: int | None = None) -
   task = importlib.import_module(f"mlasr.tasks.{config.task}")
   graphdef, state = nnx.split(model)
   predict = jax.jit(lambda state, batch: task.predict(nnx.merge(graphdef, state), batch))
-  utts = transcribe(lambda batch: predict(state, inputs.to_device(batch)),
+  batch_sharding = sharding_lib.batch_sharding(sharding_lib.make_mesh(config.get("mesh")),
+                                               sharding_lib.get_rules(config))
+  utts = transcribe(lambda batch: predict(state, sharding_lib.to_device(batch, batch_sharding)),
                     inputs.eval_data(config, split), tokenizer)
   groups = speaker_groups(config.data.root)
   for u in utts:

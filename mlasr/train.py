@@ -212,10 +212,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
   dev_data = inputs.eval_data(config, config.data.eval_split, targets["labels"])
 
   def evaluate_dev(step):
-    # sharding: eval batches come laid out over jax.devices(); move them onto the mesh.
     summary = task.evaluate(
-        lambda b: eval_step(state, jax.device_put(inputs.device_arrays(b), batch_sharding), 0),
-        dev_data, targets)
+        lambda b: eval_step(state, sharding_lib.to_device(b, batch_sharding), 0), dev_data,
+        targets)
     writer.write_scalars(step, summary)
     logging.info("step %d dev: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in summary.items()))
     model, _ = nnx.merge(graphdef, state)

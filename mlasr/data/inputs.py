@@ -10,16 +10,12 @@ import os
 
 import jax
 import ml_collections
-import numpy as np
 import tqdm
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from mlasr.data import pipeline, tfds_builder
 from mlasr.data import tokenizer as tokenizer_lib
 
 SAMPLE_RATE = tfds_builder.SAMPLE_RATE
-_DEVICE_KEYS = ("audio", "audio_mask", "labels", "label_mask", "lang_id", "example_mask", "targets",
-                "target_mask")
 
 
 def datasets(data_cfg: ml_collections.ConfigDict) -> list[tuple[str, str]]:
@@ -97,23 +93,6 @@ def eval_data(config: ml_collections.ConfigDict, split: str, labels=None) -> pip
       data_dir(config.data), datasets(config.data), split, langs=languages(config.data),
       buckets=buckets(config.data), batch_size=config.data.eval_batch_size, labels=labels,
       shard_index=jax.process_index(), shard_count=jax.process_count())
-
-
-def device_arrays(batch: dict) -> dict:
-  """The numeric arrays of a batch (eval batches also carry utt_id/text strings)."""
-  return {k: batch[k] for k in _DEVICE_KEYS if k in batch}
-
-
-def to_device(batch: dict) -> dict:
-  """Host-local numpy batch -> global arrays sharded over the batch axis of all devices."""
-  mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
-  out = {}
-  for key in _DEVICE_KEYS:
-    if key in batch:
-      value = batch[key]
-      sharding = NamedSharding(mesh, P("data", *([None] * (value.ndim - 1))))
-      out[key] = jax.make_array_from_process_local_data(sharding, value)
-  return out
 
 
 def progress_bar(start: int, total: int, enabled: bool = True):
