@@ -425,15 +425,14 @@ def write_metadata(root: pathlib.Path, preset_name: str, seed: int, plan: dict,
       base = root / _VP / "transcribed_data" / lang
       for table in SPLITS:
         _write_tsv(base / f"asr_{table}.tsv", VP_HEADER, [_vp_row(c) for c in by_table[table]])
-    # ML-SUPERB-style labeled subsets: random train utterances up to the duration, nested.
+    # ML-SUPERB-style labeled subsets: random train utterances up to the duration, nested. A
+    # language with less train audio than a subset asks for gets all of it (its real size is
+    # in benchmark.json), so every language has every track, as in ML-SUPERB.
     rng = np.random.default_rng([seed, 7, int.from_bytes(lang.encode(), "little")])
     train = by_table["train"]
     order = [train[i] for i in rng.permutation(len(train))]
-    train_s = sum(dur[c.utt_id] for c in train)
     subsets = {}
     for name, seconds in sorted(preset.subsets.items(), key=lambda kv: kv[1]):
-      if train_s < seconds:
-        continue
       chosen, total = [], 0.0
       for c in order:
         if total >= seconds:
@@ -442,7 +441,8 @@ def write_metadata(root: pathlib.Path, preset_name: str, seed: int, plan: dict,
         total += dur[c.utt_id]
       _write_tsv(root / "subsets" / spec.corpus / lang / f"{name}.tsv", ["utt_id"],
                  [[u] for u in chosen])
-      subsets[name] = {"clips": len(chosen), "hours": round(total / 3600, 4)}
+      subsets[name] = {"clips": len(chosen), "hours": round(total / 3600, 4),
+                       "all_of_train": len(chosen) == len(train)}
     used_spk = {(c.table, c.speaker.speaker_id) for c in clips if c.table in SPLITS}
     for s in lp["speakers"]:
       if (s.split, s.speaker_id) in used_spk:

@@ -26,7 +26,8 @@ def get_config(arg=None):
   config.data.train_split = arg.split
   config.data.bucket_seconds = (3.0, 4.5, 7.0, 12.0)
   config.data.batch_seconds = 60.0
-  config.model.encoder = dict(preset="tiny", num_layers=arg.layers)
+  # Same encoder as experiments/hubert_pretrain.py (tiny, pre-LN) so init_from fits.
+  config.model.encoder = dict(preset="tiny", num_layers=arg.layers, layer_norm_first=True)
   config.model.finetune_masking = dict(mask_prob=0.3, mask_length=5, mask_channel_prob=0.25,
                                        mask_channel_length=16)
   config.optim.schedule = "tri_stage"

@@ -13,8 +13,9 @@ BEST-RQ instead of k-means: `targets=bestrq` (no labels, no iterations).
 papers/hubert_lowres/reproduce.sh runs the whole study.
 
 Deviations from fairseq's HuBERT Base recipe (ANCHORS.md), all for a 2-core CPU: the `tiny`
-log-mel encoder at 25 Hz (Base: waveform convs at 50 Hz) and therefore mask_length 5 frames
-(= 200 ms, as fairseq's 10 frames at 50 Hz); a far smaller batch and step count; lr 1e-3.
+log-mel encoder at 25 Hz, pre-LN (Base: waveform convs at 50 Hz, post-LN) and therefore
+mask_length 5 frames (= 200 ms, as fairseq's 10 frames at 50 Hz); a far smaller batch and
+step count; lr 1e-3.
 `preset=base` restores the Base encoder with fairseq's masking, final_dim and lr.
 """
 from mlasr import config_lib
@@ -47,7 +48,9 @@ def get_config(arg=None):
   config.model.loss = dict(pred_masked_weight=1.0, pred_nomask_weight=0.0,
                            feature_pen_weight=10.0)
   if arg.preset == "tiny":
-    config.model.encoder = dict(preset="tiny", num_layers=arg.layers)
+    # Pre-LN, as the demo and the fine-tuning configs: at this scale post-LN (Base) sits
+    # on plateaus for hundreds of steps (measured for CTC in experiments/demo_ctc.py).
+    config.model.encoder = dict(preset="tiny", num_layers=arg.layers, layer_norm_first=True)
     config.model.masking = dict(mask_prob=0.8, mask_length=5, min_masks=2,
                                 require_same_masks=True)
     config.optim.lr = 1e-3

@@ -107,13 +107,17 @@ def test_subsets_are_subsets_of_train(tiny_benchmark):
         found += 1
         ids = [r["utt_id"] for r in _read(path)]
         assert ids and set(ids) <= train and len(ids) == listed[name]["clips"]
-    if {"train_10min", "train_1h"} <= set(listed):
-      small = {r["utt_id"] for r in _read(tiny_benchmark / "subsets" / corpus / lang /
-                                          "train_10min.tsv")}
-      big = {r["utt_id"] for r in _read(tiny_benchmark / "subsets" / corpus / lang /
-                                        "train_1h.tsv")}
-      assert small < big
-  assert found >= 5  # both sizes exist somewhere, and the smallest language lacks the big one
+    small = {r["utt_id"] for r in _read(tiny_benchmark / "subsets" / corpus / lang /
+                                        "train_10min.tsv")}
+    big = {r["utt_id"] for r in _read(tiny_benchmark / "subsets" / corpus / lang /
+                                      "train_1h.tsv")}
+    assert small <= big
+    # A language with less train audio than the subset asks for gets all of it, flagged.
+    assert listed["train_1h"]["all_of_train"] == (big == train)
+    assert (small < big) or listed["train_10min"]["all_of_train"]
+  assert found == 2 * 4  # every language has both tracks
+  assert any(bench["languages"][l]["subsets"]["train_1h"]["all_of_train"]
+             for l in bench["languages"])
 
 
 def _digest(root: pathlib.Path) -> dict[str, str]:

@@ -5,14 +5,15 @@
 #   multilingual track), pretrained and from scratch with the same architecture and budget ->
 #   per-language test CER with 95% CIs and a paired bootstrap.
 # Every step is skipped when its output exists, so a rerun resumes. Scale with env variables:
-#   PRESET=paper|demo  PRETRAIN_STEPS  FINETUNE_STEPS  LAYERS  IT2_LAYER
+#   PRESET=paper|demo  PRETRAIN_STEPS  FINETUNE_STEPS  FREEZE_STEPS  LAYERS  IT2_LAYER
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PRESET=${PRESET:-paper}
 DATA=${DATA:-$HOME/mlasr_data}/$PRESET
 RUNS=${RUNS:-$HOME/mlasr_runs}/hubert_lowres_$PRESET
-PRETRAIN_STEPS=${PRETRAIN_STEPS:-3000}
-FINETUNE_STEPS=${FINETUNE_STEPS:-1000}
+PRETRAIN_STEPS=${PRETRAIN_STEPS:-500}
+FINETUNE_STEPS=${FINETUNE_STEPS:-300}
+FREEZE_STEPS=${FREEZE_STEPS:-$(( FINETUNE_STEPS / 5 ))}
 LAYERS=${LAYERS:-6}
 IT2_LAYER=${IT2_LAYER:-4}
 LANGS="commonvoice:en commonvoice:it commonvoice:ca commonvoice:ru commonvoice:hi commonvoice:mr commonvoice:te voxpopuli:cs voxpopuli:fi"
@@ -37,7 +38,7 @@ stamp "iteration 1 targets: MFCC k-means"
 }
 stamp "iteration 1 pretraining"
 python -m mlasr.train --config "experiments/hubert_pretrain.py:root=$DATA,labels=$RUNS/labels_it1,label_rate=100,steps=$PRETRAIN_STEPS,layers=$LAYERS" \
-    --workdir "$RUNS/hubert_it1"
+    --config.eval_every=$(( PRETRAIN_STEPS / 2 )) --workdir "$RUNS/hubert_it1"
 
 stamp "iteration 2 targets: layer $IT2_LAYER k-means"
 [ -f "$RUNS/labels_it2/meta.json" ] || {
@@ -50,13 +51,13 @@ stamp "iteration 2 targets: layer $IT2_LAYER k-means"
 it2_rate=$(python -c "import json; print(json.load(open('$RUNS/labels_it2/meta.json'))['label_rate'])")
 stamp "iteration 2 pretraining"
 python -m mlasr.train --config "experiments/hubert_pretrain.py:root=$DATA,labels=$RUNS/labels_it2,label_rate=$it2_rate,steps=$PRETRAIN_STEPS,layers=$LAYERS" \
-    --workdir "$RUNS/hubert_it2"
+    --config.eval_every=$(( PRETRAIN_STEPS / 2 )) --workdir "$RUNS/hubert_it2"
 
 for track in 10min 1h; do
   for init in pretrained scratch; do
     from=""; [ "$init" = pretrained ] && from="$RUNS/hubert_it2"
     stamp "fine-tune $init on train_$track"
-    python -m mlasr.train --config "experiments/ctc_finetune.py:root=$DATA,sources=$SOURCES,split=train_$track,init_from=$from,steps=$FINETUNE_STEPS,layers=$LAYERS" \
+    python -m mlasr.train --config "experiments/ctc_finetune.py:root=$DATA,sources=$SOURCES,split=train_$track,init_from=$from,steps=$FINETUNE_STEPS,freeze_steps=$FREEZE_STEPS,layers=$LAYERS" \
         --workdir "$RUNS/${init}_$track"
     [ -f "$RUNS/${init}_$track/eval_test/per_utt.tsv" ] || \
       python -m mlasr.evaluate --workdir "$RUNS/${init}_$track" --split test
