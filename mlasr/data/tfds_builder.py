@@ -17,6 +17,7 @@ import json
 import logging
 import multiprocessing
 import os
+import types
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -33,6 +34,33 @@ NAME = "mlasr_asr"
 VERSION = "1.0.0"
 INDEX_FILE = "mlasr_index.json"
 REPORT_FILE = "data_report.json"
+
+
+def _spill_without_tensorflow() -> None:
+  """Lets TFDS write splits bigger than its 1 GB in-memory shuffle buffer without TensorFlow.
+
+  Past that size `tfds.core.shuffle` spills to temporary bucket files through
+  `tf.io.gfile` (and nothing else of TensorFlow), so a real Common Voice language failed
+  with "No module named 'tensorflow'" while the small benchmark languages worked. Local
+  files are all it needs; with TensorFlow installed nothing is replaced.
+  """
+  try:
+    import tensorflow  # pylint: disable=import-outside-toplevel,unused-import
+    return
+  except ImportError:
+    pass
+  from tensorflow_datasets.core import shuffle  # pylint: disable=import-outside-toplevel
+
+  class _ResourceExhaustedError(OSError):
+    message = ""
+
+  shuffle.tf = types.SimpleNamespace(
+      io=types.SimpleNamespace(gfile=types.SimpleNamespace(GFile=open, exists=os.path.exists,
+                                                           remove=os.remove)),
+      errors=types.SimpleNamespace(ResourceExhaustedError=_ResourceExhaustedError))
+
+
+_spill_without_tensorflow()
 
 
 def _decode(utt: corpora.Utterance) -> tuple[corpora.Utterance, np.ndarray | None, str | None]:
