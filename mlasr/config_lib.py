@@ -66,6 +66,8 @@ def base_ctc_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 500
   c.keep_checkpoints = 2
   c.compilation_cache = "~/.cache/mlasr/jax_cache"
+  c.init_from = ""                   # a run's workdir to start from (mlasr/models/surgery.py)
+  c.init_scope = "encoder"           # "encoder" (pretrained encoder) | "all" (every match)
 
   c.data = ml_collections.ConfigDict()
   c.data.root = ""                   # corpus root: <root>/commonvoice, <root>/voxpopuli
@@ -80,17 +82,23 @@ def base_ctc_config() -> ml_collections.ConfigDict:
   c.data.eval_batch_size = 32
   c.data.worker_count = 0
   c.data.prepare_workers = 2
+  c.data.langs = ()                  # lang_id order; default: the languages of `sources`
 
   c.tokenizer = ml_collections.ConfigDict()
   c.tokenizer.kind = "char"          # "char" (one shared character set) or "sentencepiece"
   c.tokenizer.per_language = False   # char: one vocabulary per language instead of shared
   c.tokenizer.vocab_size = 256       # sentencepiece only
   c.tokenizer.alpha = 0.5            # sentencepiece: language balance of its training text
+  c.tokenizer.from_dir = ""          # reuse a run's tokenizer (adding a language to a model)
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "ctc"
   c.model.encoder = dict(preset="tiny")
   c.model.final_dropout = 0.1
+  # Per-language parts (mlasr/models/adapters.py), all selected per example by lang_id.
+  c.model.adapters = dict(bottleneck=0, blocks=None)  # bottleneck > 0: MMS adapters
+  c.model.head = "shared"            # "shared" | "per_language" (a CTC head per language)
+  c.model.output_mask = False        # True: a language's logits only over its own outputs
 
   c.optim = ml_collections.ConfigDict()
   c.optim.schedule = "tri_stage"

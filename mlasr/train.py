@@ -136,7 +136,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
 
   def build():
     model = model_lib.build(config, targets["num_outputs"],
-                            nnx.Rngs(params=config.seed, dropout=config.seed + 1))
+                            nnx.Rngs(params=config.seed, dropout=config.seed + 1),
+                            **targets.get("model_kwargs", {}))
     return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
 
   # --- sharding (mlasr/sharding.py): config.mesh + config.sharding_preset or
@@ -202,9 +203,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
     graphdef, state = nnx.split((model, optimizer))
     logging.info("Resumed from %s at step %d", checkpointer.directory, start_step)
   elif config.get("init_from"):
-    # Surgery: a pretrained encoder into this model (heads dropped / freshly initialised).
+    # Surgery: a pretrained encoder into this model (heads dropped / freshly initialised),
+    # or (init_scope="all") every parameter the checkpoint has, e.g. to add a language.
     model, optimizer = nnx.merge(graphdef, state)
-    report = surgery.load_pretrained_encoder(model, surgery.read_params(config.init_from))
+    params = surgery.read_params(config.init_from)
+    report = (surgery.load_matching(model, params) if config.get("init_scope") == "all"
+              else surgery.load_pretrained_encoder(model, params))
     writer.write_json("init_from.json", dict(init_from=config.init_from, **vars(report)))
     graphdef, state = nnx.split((model, optimizer))
     state = jax.device_put(state, state_shardings)

@@ -30,8 +30,19 @@ def datasets(data_cfg: ml_collections.ConfigDict) -> list[tuple[str, str]]:
 
 
 def languages(data_cfg: ml_collections.ConfigDict) -> list[str]:
-  """Language codes in config order; lang_id indexes this list."""
-  return list(dict.fromkeys(lang for _, lang in datasets(data_cfg)))
+  """Language codes; lang_id indexes this list (and a model's per-language adapters/heads).
+
+  `config.data.langs` when set (a model's languages can be a superset of the data's, e.g.
+  when adding a language to a trained multilingual model), else the sources' languages.
+  """
+  from_sources = list(dict.fromkeys(lang for _, lang in datasets(data_cfg)))
+  langs = list(data_cfg.get("langs", None) or ())
+  if not langs:
+    return from_sources
+  if missing := [l for l in from_sources if l not in langs]:
+    raise ValueError(f"config.data.langs={langs} lacks the languages {missing} of "
+                     "config.data.sources.")
+  return langs
 
 
 def data_dir(data_cfg: ml_collections.ConfigDict) -> str:
@@ -52,7 +63,11 @@ def prepare_sources(data_cfg: ml_collections.ConfigDict) -> list[tuple[str, str]
 
 
 def get_tokenizer(config: ml_collections.ConfigDict, workdir: str):
-  """Loads `<workdir>/tokenizer`, or trains it on the normalized training transcripts."""
+  """Loads `<workdir>/tokenizer`, or builds it on the normalized training transcripts.
+
+  With `config.tokenizer.from_dir` (a trained model's tokenizer, when adding languages to
+  it) that tokenizer is reused; languages it lacks are added (tokenizer.extended_with).
+  """
   out_dir = os.path.join(workdir, "tokenizer")
   if os.path.exists(os.path.join(out_dir, "tokenizer.json")):
     return tokenizer_lib.load_tokenizer(out_dir)
@@ -61,6 +76,11 @@ def get_tokenizer(config: ml_collections.ConfigDict, workdir: str):
     index = tfds_builder.load_index(data_dir(config.data), corpus, lang)
     texts.setdefault(lang, []).extend(t for t in index[config.data.train_split]["text_norm"] if t)
   tok_cfg = config.tokenizer
+  if tok_cfg.get("from_dir"):
+    base = tokenizer_lib.load_tokenizer(os.path.expanduser(tok_cfg.from_dir))
+    tok = base.extended_with(texts)
+    tok.save(out_dir)
+    return tok
   return tokenizer_lib.build_tokenizer(
       tok_cfg.kind, texts, out_dir, per_language=tok_cfg.per_language,
       vocab_size=tok_cfg.vocab_size, alpha=tok_cfg.alpha, seed=config.seed)

@@ -60,6 +60,47 @@ class Tokenizer:
   def stats(self, texts_by_lang: Mapping[str, Sequence[str]]) -> dict[str, dict[str, float]]:
     return tokenizer_stats(self, texts_by_lang)
 
+  def output_mask(self, langs: Sequence[str]) -> np.ndarray:
+    """[len(langs), vocab_size] bool: the outputs a CTC head may emit for each language.
+
+    Blank and unk always; otherwise a symbol or piece whose characters all occur in that
+    language's training text (so a Hindi utterance cannot decode to Cyrillic pieces).
+    """
+    mask = np.zeros([len(langs), self.vocab_size], bool)
+    for row, lang in enumerate(langs):
+      chars = set(self._lang_chars(lang))
+      for i, surface in enumerate(self._surfaces(lang)):
+        mask[row, i] = i in (BLANK_ID, UNK_ID) or set(surface) <= chars
+    return mask
+
+  def extended_with(self, texts_by_lang: Mapping[str, Sequence[str]]) -> Tokenizer:
+    """This tokenizer, knowing the languages of `texts_by_lang` it lacks; ids never change.
+
+    Only the language's character set is added (for output masks); characters no existing
+    piece or symbol covers stay <unk>, which `stats` reports per language.
+    """
+    new = {l: ts for l, ts in texts_by_lang.items() if l not in (self.lang_chars or {})}
+    if new:
+      self.lang_chars = dict(self.lang_chars, **_chars_by_lang(
+          {l: {ch for t in ts for ch in t} for l, ts in new.items()}))
+      for lang, st in self.stats(new).items():
+        if st["unk_rate"] > 0:
+          logging.warning("Tokenizer extended to %r: %.1f%% of its characters are <unk>.",
+                          lang, 100 * st["unk_rate"])
+    return self
+
+  def _lang_chars(self, lang: str) -> str:
+    lang_chars = getattr(self, "lang_chars", None) or {}
+    if lang not in lang_chars:
+      raise KeyError(f"The tokenizer has no character set for language {lang!r} (it knows "
+                     f"{sorted(lang_chars)}); per-language output masks need a tokenizer built "
+                     "from that language's text (rebuild it: delete <workdir>/tokenizer).")
+    return lang_chars[lang]
+
+  def _surfaces(self, lang: str) -> list[str]:
+    """Characters each id stands for (word boundaries removed), in id order."""
+    raise NotImplementedError
+
 
 class CharTokenizer(Tokenizer):
   """Character vocabulary, shared by all languages or one per language.
@@ -70,8 +111,10 @@ class CharTokenizer(Tokenizer):
   language's own.
   """
 
-  def __init__(self, vocabs: Mapping[str, Sequence[str]], space_symbol: str = "|"):
+  def __init__(self, vocabs: Mapping[str, Sequence[str]], space_symbol: str = "|",
+               lang_chars: Mapping[str, str] | None = None):
     self.space_symbol = space_symbol
+    self.lang_chars = dict(lang_chars or {})
     self.per_language = _SHARED not in vocabs
     self._id_to_sym = {lang: list(syms) for lang, syms in vocabs.items()}
     self._sym_to_id = {lang: {s: i for i, s in enumerate(syms)}
@@ -82,10 +125,12 @@ class CharTokenizer(Tokenizer):
             space_symbol: str = "|") -> CharTokenizer:
     """Builds the vocabulary from normalized texts (every character seen gets an id)."""
     charsets: dict[str, set[str]] = collections.defaultdict(set)
+    lang_chars: dict[str, set[str]] = collections.defaultdict(set)
     for lang, texts in texts_by_lang.items():
       key = lang if per_language else _SHARED
       for text in texts:
         charsets[key].update(text)
+        lang_chars[lang].update(text)
     for key, charset in charsets.items():
       charset.discard(" ")
       if space_symbol in charset:
@@ -98,7 +143,7 @@ class CharTokenizer(Tokenizer):
     vocabs = {key: specials + sorted(cs) for key, cs in charsets.items()}
     if not vocabs:
       vocabs = {_SHARED: specials}
-    return cls(vocabs, space_symbol)
+    return cls(vocabs, space_symbol, _chars_by_lang(lang_chars))
 
   def _key(self, lang: str) -> str:
     if not self.per_language:
@@ -137,16 +182,43 @@ class CharTokenizer(Tokenizer):
   def unknown_chars(self, text: str, lang: str) -> int:
     return sum(i == UNK_ID for i in self.encode(text, lang))
 
+  def output_mask(self, langs: Sequence[str]) -> np.ndarray:
+    if not self.per_language:
+      return super().output_mask(langs)
+    # Per-language tables: a language's ids are exactly 0 .. lang_vocab_size - 1.
+    return np.arange(self.vocab_size)[None, :] < np.array(
+        [[self.lang_vocab_size(lang)] for lang in langs])
+
+  def _surfaces(self, lang: str) -> list[str]:
+    return ["" if s == self.space_symbol else s for s in self._id_to_sym[self._key(lang)]]
+
+  def extended_with(self, texts_by_lang: Mapping[str, Sequence[str]]) -> CharTokenizer:
+    """Per-language vocabularies: a new language gets its own table (MMS: a new language
+    brings its own vocabulary and head); existing tables are untouched."""
+    if self.per_language:
+      for lang, texts in texts_by_lang.items():
+        if lang not in self._id_to_sym:
+          table = CharTokenizer.build({lang: texts}, per_language=True,
+                                      space_symbol=self.space_symbol)._id_to_sym[lang]
+          if len(table) > self.vocab_size:
+            raise ValueError(
+                f"Language {lang!r} needs {len(table)} symbols but the model's per-language "
+                f"heads have {self.vocab_size} outputs; train the multilingual model with "
+                "this language included, or with a shared vocabulary.")
+          self._id_to_sym[lang] = table
+          self._sym_to_id[lang] = {s: i for i, s in enumerate(table)}
+    return super().extended_with(texts_by_lang)
+
   def save(self, directory: str) -> None:
     os.makedirs(directory, exist_ok=True)
     config = {"type": "char", "space_symbol": self.space_symbol, "per_language": self.per_language,
-              "vocabs": self._id_to_sym}
+              "vocabs": self._id_to_sym, "lang_chars": self.lang_chars}
     _write_json(os.path.join(directory, CONFIG_FILE), config)
 
   @classmethod
   def load(cls, directory: str) -> CharTokenizer:
     config = _read_config(directory, "char")
-    return cls(config["vocabs"], config["space_symbol"])
+    return cls(config["vocabs"], config["space_symbol"], config.get("lang_chars"))
 
 
 class SentencePieceTokenizer(Tokenizer):
@@ -156,6 +228,7 @@ class SentencePieceTokenizer(Tokenizer):
     self._proto = model_proto
     self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
     self.config = dict(config or {})
+    self.lang_chars = self.config.get("lang_chars", {})
     if self._sp.piece_to_id("<blank>") != BLANK_ID or self._sp.unk_id() != UNK_ID:
       raise ValueError("SentencePiece model must have <blank> at id 0 and <unk> at id 1; train "
                        "it with SentencePieceTokenizer.train.")
@@ -214,7 +287,9 @@ class SentencePieceTokenizer(Tokenizer):
         minloglevel=2)
     config = {"type": "sentencepiece", "model_file": SPM_FILE, "alpha": alpha,
               "requested_vocab_size": vocab_size, "model_type": model_type, "seed": seed,
-              "sentences_per_language": sizes, "sampled_sentences_per_language": counts}
+              "sentences_per_language": sizes, "sampled_sentences_per_language": counts,
+              "lang_chars": _chars_by_lang({l: {ch for t in ts for ch in t}
+                                            for l, ts in texts_by_lang.items()})}
     tok = cls(writer.getvalue(), config)
     tok.save(out_dir)
     logging.info("SentencePiece %s: %d pieces, sampled %s -> %s", model_type, tok.vocab_size,
@@ -241,6 +316,10 @@ class SentencePieceTokenizer(Tokenizer):
     ids = [int(i) for i in ids if int(i) != BLANK_ID]
     # Out-of-range ids (a head larger than the vocabulary) decode as unknown.
     return self._sp.decode([i if i < self.vocab_size else UNK_ID for i in ids])
+
+  def _surfaces(self, lang: str) -> list[str]:
+    del lang
+    return [self._sp.id_to_piece(i).replace("\u2581", "") for i in range(self.vocab_size)]
 
   def unknown_chars(self, text: str, lang: str) -> int:
     del lang
@@ -314,6 +393,11 @@ def tokenizer_stats(tokenizer: Tokenizer,
                  "unk_rate": unk_chars / n_chars if n_chars else float("nan"),
                  "unk_token_rate": unk_tokens / n_tokens if n_tokens else float("nan")}
   return out
+
+
+def _chars_by_lang(chars: Mapping[str, set[str]]) -> dict[str, str]:
+  """{lang: sorted characters of its text, space excluded} as saved in tokenizer.json."""
+  return {lang: "".join(sorted(set(cs) - {" "})) for lang, cs in sorted(chars.items())}
 
 
 def _write_json(path: str, obj: Any) -> None:

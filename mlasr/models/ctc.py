@@ -4,17 +4,28 @@
 `config.model.final_dropout` is applied before the head, as in fairseq's wav2vec2_asr.
 `config.model.finetune_masking` (off by default) masks time and channel spans of the
 projected features during training, as HuBERT / wav2vec 2.0 fine-tuning does.
+
+Multilingual options (mlasr/models/adapters.py; every one selects per example by `lang_id`):
+  config.model.adapters.bottleneck  > 0 adds MMS adapters after `adapters.blocks` (all if None)
+  config.model.head                 "shared" (one head) | "per_language" (a head per language)
+  config.model.output_mask          True: logits of outputs a language never uses are -1e9
 """
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from flax import nnx
 
 from mlasr import masking
+from mlasr.models import adapters as adapters_lib
 from mlasr.models import hubert, layers
+
+MASKED_LOGIT = -1e9
 
 
 def encoder_config(model_cfg: ml_collections.ConfigDict) -> hubert.EncoderConfig:
@@ -27,13 +38,40 @@ class CTCModel(nnx.Module):
   """HuBERT-style encoder with a linear projection to the CTC vocabulary (id 0 = blank)."""
 
   def __init__(self, enc_cfg: hubert.EncoderConfig, vocab_size: int, final_dropout: float,
-               *, rngs: nnx.Rngs, finetune_masking: masking.MaskingConfig | None = None):
+               *, rngs: nnx.Rngs, finetune_masking: masking.MaskingConfig | None = None,
+               langs: Sequence[str] = (), adapter_bottleneck: int = 0,
+               adapter_blocks: Sequence[int] | None = None, head: str = "shared",
+               output_mask: np.ndarray | None = None):
     self.encoder = hubert.Encoder(enc_cfg, rngs=rngs)
     self.dropout = nnx.Dropout(final_dropout, rngs=rngs)
-    self.head = nnx.Linear(
-        enc_cfg.d_model, vocab_size, rngs=rngs,
-        kernel_init=nnx.with_partitioning(nnx.initializers.lecun_normal(), ("embed", "vocab")),
-        bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), ("vocab",)))
+    self.langs = tuple(langs)
+    if (adapter_bottleneck or head != "shared" or output_mask is not None) and not self.langs:
+      raise ValueError("Per-language adapters, heads or output masks need the language list.")
+    self.adapters = (adapters_lib.AdapterBank(
+        self.langs, enc_cfg.num_layers, enc_cfg.d_model, adapter_bottleneck,
+        blocks=adapter_blocks, eps=enc_cfg.layer_norm_eps, dtype=jnp.dtype(enc_cfg.dtype),
+        rngs=rngs) if adapter_bottleneck else None)
+    if head == "shared":
+      self.head = nnx.Linear(
+          enc_cfg.d_model, vocab_size, rngs=rngs,
+          kernel_init=nnx.with_partitioning(nnx.initializers.lecun_normal(), ("embed", "vocab")),
+          bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), ("vocab",)))
+      self.heads = None
+    elif head == "per_language":
+      self.head = None
+      self.heads = adapters_lib.HeadBank(self.langs, enc_cfg.d_model, vocab_size, rngs=rngs)
+    else:
+      raise ValueError(f"config.model.head={head!r}; use 'shared' or 'per_language'.")
+    # Static (hashable) so that it lives in the graph, not in checkpoints: it is a function
+    # of the tokenizer, which is saved beside every run.
+    if output_mask is not None:
+      output_mask = np.asarray(output_mask, bool)
+      if output_mask.shape != (len(self.langs), vocab_size):
+        raise ValueError(f"output_mask shape {output_mask.shape} != (languages, vocab) = "
+                         f"{(len(self.langs), vocab_size)}")
+      self.output_mask = (output_mask.shape, np.packbits(output_mask).tobytes())
+    else:
+      self.output_mask = None
     self.finetune_masking = finetune_masking
     if finetune_masking is not None:
       _check_channel_mask_support(finetune_masking)
@@ -46,20 +84,40 @@ class CTCModel(nnx.Module):
 
   def __call__(self, audio: jax.Array, audio_mask: jax.Array, *, deterministic: bool,
                lang_id: jax.Array | None = None):
-    """Returns (logits [B, F, V], frame_mask [B, F])."""
-    del lang_id  # Per-language adapters and heads select on it.
+    """Returns (logits [B, F, V], frame_mask [B, F]); lang_id [B] indexes `langs`."""
+    per_language = self.adapters is not None or self.heads is not None or self.output_mask
+    if per_language and lang_id is None:
+      raise ValueError("This model has per-language adapters, heads or output masks: pass "
+                       "lang_id (batches from mlasr.data.pipeline carry it).")
     masks = {}
     if self.finetune_masking is not None and not deterministic:
       masks = finetune_masks(self.finetune_masking, self.mask_rngs(), self.encoder, audio_mask)
-    out = self.encoder(audio, audio_mask, deterministic=deterministic, **masks)
+    after_block = None
+    if self.adapters is not None:
+      after_block = lambda i, x: self.adapters(i, x, lang_id)  # pylint: disable=unnecessary-lambda-assignment
+    out = self.encoder(audio, audio_mask, deterministic=deterministic, after_block=after_block,
+                       **masks)
     hidden = self.dropout(out.hidden, deterministic=deterministic)
-    return self.head(hidden), out.frame_mask
+    logits = self.head(hidden) if self.heads is None else self.heads(hidden, lang_id)
+    if self.output_mask is not None:
+      shape, bits = self.output_mask
+      allowed = np.unpackbits(np.frombuffer(bits, np.uint8))[:np.prod(shape)].reshape(shape)
+      logits = jnp.where(jnp.asarray(allowed, bool)[lang_id][:, None, :], logits,
+                         jnp.asarray(MASKED_LOGIT, logits.dtype))
+    return logits, out.frame_mask
 
 
-def build(config: ml_collections.ConfigDict, vocab_size: int, rngs: nnx.Rngs) -> CTCModel:
+def build(config: ml_collections.ConfigDict, vocab_size: int, rngs: nnx.Rngs, *,
+          langs: Sequence[str] = (), output_mask: np.ndarray | None = None) -> CTCModel:
+  """The CTC model of `config.model`; `langs` and `output_mask` come from tasks.ctc.setup."""
+  adapter_cfg = dict(config.model.get("adapters", None) or {})
   return CTCModel(encoder_config(config.model), vocab_size,
                   config.model.get("final_dropout", 0.0), rngs=rngs,
-                  finetune_masking=finetune_masking_config(config.model))
+                  finetune_masking=finetune_masking_config(config.model), langs=langs,
+                  adapter_bottleneck=adapter_cfg.get("bottleneck", 0),
+                  adapter_blocks=adapter_cfg.get("blocks", None),
+                  head=config.model.get("head", "shared"),
+                  output_mask=output_mask if config.model.get("output_mask", False) else None)
 
 
 # -------------------------------------------------------------------------------------------

@@ -164,8 +164,8 @@ class Encoder(nnx.Module):
 
   def __call__(self, audio: jax.Array, audio_mask: jax.Array | None = None, *,
                time_mask: jax.Array | None = None, channel_mask: jax.Array | None = None,
-               deterministic: bool = True,
-               output_hidden_states: bool = False) -> EncoderOutput:
+               deterministic: bool = True, output_hidden_states: bool = False,
+               after_block=None) -> EncoderOutput:
     """Encodes a right-padded batch.
 
     Args:
@@ -175,6 +175,8 @@ class Encoder(nnx.Module):
       channel_mask: optional [B, D] bool, channels of the projected features set to zero.
       deterministic: True disables dropout and layerdrop.
       output_hidden_states: also return the transformer input and every block's output.
+      after_block: optional (block index, x) -> x applied to each block's output, e.g. the
+        per-language adapters of mlasr.models.adapters.
     """
     cfg = self.config
     if audio_mask is None:
@@ -203,8 +205,10 @@ class Encoder(nnx.Module):
 
     hiddens = [x]
     run_block = _remat_block(cfg.remat)
-    for block in self.layers:
+    for i, block in enumerate(self.layers):
       y = run_block(block, x, frame_mask, deterministic)
+      if after_block is not None:
+        y = after_block(i, y)
       if cfg.layerdrop > 0 and not deterministic:
         keep = jax.random.uniform(self.layerdrop_rngs()) >= cfg.layerdrop
         y = jnp.where(keep, y, x)

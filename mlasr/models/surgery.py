@@ -38,12 +38,12 @@ def flatten(tree: Mapping, prefix: str = "") -> dict[str, object]:
   return out
 
 
-def _set_like(template: Mapping, flat: Mapping[str, object], prefix: str = "") -> dict:
+def unflatten_like(template: Mapping, flat: Mapping[str, object], prefix: str = "") -> dict:
   """A nested dict shaped (and keyed, int or str) like `template`, leaves from `flat`."""
   out = {}
   for k, v in template.items():
     name = f"{prefix}{SEP}{k}" if prefix else str(k)
-    out[k] = _set_like(v, flat, name) if isinstance(v, Mapping) else flat[name]
+    out[k] = unflatten_like(v, flat, name) if isinstance(v, Mapping) else flat[name]
   return out
 
 
@@ -88,7 +88,7 @@ def merge_params(loaded: Mapping, inited: Mapping, dont_load: Iterable[str] = ()
         _listing("In the model but not in the checkpoint", missing, " - "),
         _listing("In the checkpoint but not in the model", extra, " + "),
         _listing("Shape mismatches", shape_errors, " ! ")) if s))
-  return _set_like(inited, merged)
+  return unflatten_like(inited, merged)
 
 
 @dataclasses.dataclass
@@ -136,6 +136,28 @@ def load_pretrained_encoder(model: nnx.Module, pretrained_params: Mapping, *,
       initialised=sorted(n for n in inited_flat if not in_prefix(n)),
       unused=[] if uses_mask else sorted(n for n in inited_flat
                                          if n == f"{prefix}{SEP}mask_embedding"))
+  log(report.summary())
+  return report
+
+
+def load_matching(model: nnx.Module, params: Mapping, *,
+                  log: Callable[[str], None] = logging.info) -> SurgeryReport:
+  """Copies every parameter of `model` that `params` has (same name, same shape; in place).
+
+  For growing a trained model, e.g. a multilingual adapter model getting a new language: the
+  new language's adapter and head keep their fresh init, everything else arrives unchanged.
+  A name present in both with different shapes is an error, never silently re-initialised.
+  """
+  inited = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  loaded_flat, inited_flat = flatten(params), flatten(inited)
+  new = [n for n in inited_flat if n not in loaded_flat]
+  merged = merge_params(params, inited, dont_load=[re.escape(n) for n in new])
+  state = nnx.state(model, nnx.Param)
+  nnx.replace_by_pure_dict(state, jax.tree.map(np.asarray, merged))
+  nnx.update(model, state)
+  report = SurgeryReport(loaded=sorted(n for n in inited_flat if n in loaded_flat),
+                         dropped=sorted(n for n in loaded_flat if n not in inited_flat),
+                         initialised=sorted(new), unused=[])
   log(report.summary())
   return report
 

@@ -79,7 +79,16 @@ def setup(config, workdir: str) -> dict:
   """What the model and pipeline need: the tokenizer (trained on first use) and its size."""
   from mlasr.data import inputs  # pylint: disable=import-outside-toplevel
   tokenizer = inputs.get_tokenizer(config, workdir)
-  return dict(num_outputs=tokenizer.vocab_size, tokenizer=tokenizer, labels=None)
+  return dict(num_outputs=tokenizer.vocab_size, tokenizer=tokenizer, labels=None,
+              model_kwargs=model_kwargs(config, tokenizer))
+
+
+def model_kwargs(config, tokenizer) -> dict:
+  """Extra arguments of models.ctc.build: lang_id order and per-language output masks."""
+  from mlasr.data import inputs  # pylint: disable=import-outside-toplevel
+  langs = inputs.languages(config.data)
+  mask = tokenizer.output_mask(langs) if config.model.get("output_mask", False) else None
+  return dict(langs=langs, output_mask=mask)
 
 
 def evaluate(eval_fn, eval_data, setup_out: dict) -> dict:
