@@ -110,3 +110,36 @@ def base_ctc_config() -> ml_collections.ConfigDict:
   c.optim.b2 = 0.98
   c.optim.eps = 1e-6
   return c
+
+
+# The 9 languages of the generated benchmark ("+"-separated: "," separates config args).
+BENCHMARK_SOURCES = ("commonvoice:en+commonvoice:it+commonvoice:ca+commonvoice:ru+"
+                     "commonvoice:hi+commonvoice:mr+commonvoice:te+voxpopuli:cs+voxpopuli:fi")
+
+
+def finetune_config(*, root: str, sources: str, split: str, init_from: str, steps: int,
+                    layers: int, lr: float, freeze_steps: int) -> ml_collections.ConfigDict:
+  """CTC fine-tuning of the tiny pre-LN encoder (experiments/ctc_finetune.py, ctc_adapters.py).
+
+  HuBERT's fine-tuning recipe (ANCHORS.md): tri-stage LR, front end frozen throughout,
+  transformer frozen for the first `freeze_steps` updates, time and channel masking.
+  """
+  config = base_ctc_config()
+  config.total_steps = steps
+  config.eval_every = 0
+  config.checkpoint_every = max(steps // 5, 1)
+  config.init_from = init_from
+  config.data.root = root
+  config.data.sources = tuple(sources.split("+"))
+  config.data.train_split = split
+  config.data.bucket_seconds = (3.0, 4.5, 7.0, 12.0)
+  config.data.batch_seconds = 60.0
+  # Same encoder as experiments/hubert_pretrain.py (tiny, pre-LN) so init_from fits.
+  config.model.encoder = dict(preset="tiny", num_layers=layers, layer_norm_first=True)
+  config.model.finetune_masking = dict(mask_prob=0.3, mask_length=5, mask_channel_prob=0.25,
+                                       mask_channel_length=16)
+  config.optim.schedule = "tri_stage"
+  config.optim.lr = lr
+  config.optim.freeze = ((("encoder/frontend/.*", -1), ("encoder/.*", freeze_steps))
+                         if init_from else ())
+  return config

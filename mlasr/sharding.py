@@ -198,6 +198,9 @@ def param_shardings(abstract_state, rules: Rules, mesh: Mesh):
   def one(variable):
     if not isinstance(variable, nnx.Variable):  # a plain array leaf
       return NamedSharding(mesh, P())
+    if not jax.tree.leaves(variable):
+      # No array inside: optax.masked's MaskedNode, the optimizer state of a frozen parameter.
+      return variable
     shape = getattr(variable, "shape", ())
     spec = logical_to_spec(_logical_names(variable), shape, rules, mesh)
     return variable.replace(NamedSharding(mesh, spec))

@@ -1,0 +1,28 @@
+r"""Spoken language identification on a frozen pretrained encoder (mlasr/models/lid.py).
+
+  python -m mlasr.train --config experiments/lid.py:root=D,init_from=W/hubert_it2 --workdir W/lid
+  python -m mlasr.evaluate --workdir W/lid --split test          # accuracy + confusion matrix
+  python -m mlasr.evaluate --workdir W/adapters_1h --adapter_lang auto --lid_workdir W/lid
+
+Mean-pooled encoder states -> linear, cross-entropy over the languages of `sources`. The
+encoder gets no gradient (train_encoder=0), so a step costs about one forward pass.
+"""
+from mlasr import config_lib
+
+
+def get_config(arg=None):
+  arg = config_lib.parse_arg(arg, root="~/mlasr_data/paper",
+                             sources=config_lib.BENCHMARK_SOURCES, split="train_1h",
+                             init_from="", steps=300, layers=6, lr=2e-3, train_encoder=0,
+                             layer=-1)
+  config = config_lib.finetune_config(
+      root=arg.root, sources=arg.sources, split=arg.split, init_from=arg.init_from,
+      steps=arg.steps, layers=arg.layers, lr=arg.lr, freeze_steps=0)
+  config.task = "lid"
+  config.model.name = "lid"
+  config.model.layer = arg.layer
+  config.model.train_encoder = bool(arg.train_encoder)
+  config.model.finetune_masking = None
+  config.data.alpha = 0.0  # LID: balanced languages, as a classifier prior should be
+  config.optim.freeze = (() if arg.train_encoder else (("encoder/.*", -1),))
+  return config
