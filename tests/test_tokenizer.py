@@ -2,6 +2,7 @@
 
 import os
 
+import numpy as np
 import pytest
 
 from mlasr.data import text
@@ -170,3 +171,46 @@ def test_build_tokenizer_factory(kind, tmp_path):
   _assert_round_trip(loaded)
   with pytest.raises(ValueError, match="bpe-ish"):
     tk.build_tokenizer("bpe-ish", TEXTS, str(tmp_path))
+
+
+def _script_ok(tok, lang, ids):
+  return all(set(tok.decode([i], lang).replace(" ", "")) <= set("".join(TEXTS[lang]))
+             for i in ids)
+
+
+@pytest.mark.parametrize("kind,per_language", [("char", False), ("char", True),
+                                               ("sentencepiece", False)])
+def test_output_mask_allows_exactly_what_a_language_can_spell(kind, per_language, tmp_path):
+  tok = tk.build_tokenizer(kind, TEXTS, str(tmp_path), per_language=per_language,
+                           vocab_size=400)
+  langs = ["en", "ru", "hi", "te"]
+  mask = tk.load_tokenizer(str(tmp_path)).output_mask(langs)
+  assert mask.shape == (4, tok.vocab_size) and mask[:, :2].all()  # blank and unk always
+  for row, lang in enumerate(langs):
+    allowed = np.flatnonzero(mask[row])
+    # Every id the language's own text encodes to is allowed ...
+    used = {i for s in TEXTS[lang] for i in tok.encode(s, lang)}
+    assert used <= set(allowed.tolist()), lang
+    # ... and every allowed id spells only that language's characters.
+    assert _script_ok(tok, lang, allowed[2:]), lang
+  if not per_language:  # Cyrillic and Devanagari share no outputs but blank/unk/word breaks
+    shared = np.flatnonzero(mask[1] & mask[2])
+    assert shared[:2].tolist() == [0, 1]
+    assert all(tok.decode([i], "ru").strip() == "" for i in shared[2:])
+
+
+def test_extended_with_adds_a_language_and_keeps_every_id(tmp_path):
+  base = {l: TEXTS[l] for l in ("en", "ru", "hi")}
+  for per_language in (False, True):
+    tok = tk.CharTokenizer.build(base, per_language=per_language)
+    before = {l: [tok.encode(s, l) for s in TEXTS[l]] for l in base}
+    tok.extended_with({"it": TEXTS["it"]})
+    assert {l: [tok.encode(s, l) for s in TEXTS[l]] for l in base} == before
+    assert tok.output_mask(["it"]).shape == (1, tok.vocab_size)
+    if per_language:
+      assert tok.decode(tok.encode(TEXTS["it"][0], "it"), "it") == TEXTS["it"][0]
+  with pytest.raises(KeyError, match="(no character set|No character vocabulary) for language 'xx'"):
+    tok.output_mask(["xx"])
+  big = tk.CharTokenizer.build({"en": TEXTS["en"]}, per_language=True)
+  with pytest.raises(ValueError, match="needs .* symbols"):
+    big.extended_with({"zh": TEXTS["zh"] + TEXTS["hi"]})

@@ -110,3 +110,29 @@ def test_pretrain_with_kmeans_labels_then_finetune_from_it(small_corpus, tmp_pat
   assert encoder_keys and all(np.array_equal(tuned[k], pretrained[k]) for k in encoder_keys)
   assert not any(k.startswith("head") for k in pretrained)  # the CTC head is new
 
+
+
+def test_add_a_language_to_a_trained_adapter_model(small_corpus, tmp_path):
+  """experiments/ctc_adapters.py with add_to: hi/ru stay bit-identical, it is trained,
+  and the grown model's evaluation uses it, with the language forced or from the data."""
+  root, sources = small_corpus
+  base = load_experiment(experiment("ctc_adapters.py"), root, sources[:2])  # hi, ru
+  train.run(base, str(tmp_path / "base"))
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  spec = importlib.util.spec_from_file_location("exp", experiment("ctc_adapters.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  grow = module.get_config(f"root={root},sources={sources[2]},add_to={tmp_path / 'base'}")
+  grow.data.update(train_split="train", bucket_seconds=(1.5, 3.0), batch_seconds=6.0)
+  grow.model.encoder.update(TINY_SHAPES)
+  grow.compilation_cache = ""
+  grow.total_steps, grow.log_every, grow.eval_every, grow.checkpoint_every = 2, 1, 0, 100
+  assert list(grow.data.langs) == ["hi", "ru", "it"]
+  train.run(grow, str(tmp_path / "grown"))
+  from mlasr.models import surgery  # pylint: disable=import-outside-toplevel
+  before = surgery.flatten(surgery.read_params(str(tmp_path / "base")))
+  after = surgery.flatten(surgery.read_params(str(tmp_path / "grown")))
+  assert set(after) - set(before) and all("/per_lang/it/" in k for k in set(after) - set(before))
+  assert all(np.array_equal(before[k], after[k]) for k in before)
+  results = evaluate.run(str(tmp_path / "grown"), "test", n_boot=10, adapter_lang="it")
+  assert results["meta"]["adapter_lang"] == "it" and set(results["languages"]) == {"it"}
