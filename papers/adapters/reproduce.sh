@@ -5,7 +5,7 @@
 #   needs: papers/hubert_lowres/reproduce.sh done (benchmark + iteration-2 encoder, and its
 #   `pretrained_1h` run, which is the full fine-tuning row here).
 # Every step is skipped when its output exists, so a rerun resumes. Knobs (env):
-#   PRESET=paper  STEPS=300  LAYERS=6  BOTTLENECK=16  VOCAB=256
+#   PRESET=paper  STEPS=300  LAYERS=6  BOTTLENECK=16  VOCAB=1000 (211 characters in the 1 h text)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PRESET=${PRESET:-paper}
@@ -15,7 +15,7 @@ RUNS=${RUNS:-$HOME/mlasr_runs}/adapters_$PRESET
 STEPS=${STEPS:-300}
 LAYERS=${LAYERS:-6}
 BOTTLENECK=${BOTTLENECK:-16}
-VOCAB=${VOCAB:-256}
+VOCAB=${VOCAB:-1000}
 ENCODER=$PRE/hubert_it2
 [ -d "$ENCODER/checkpoints" ] || { echo "no pretrained encoder at $ENCODER: run papers/hubert_lowres/reproduce.sh first" >&2; exit 1; }
 mkdir -p "$RUNS"
