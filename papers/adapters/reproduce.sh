@@ -5,14 +5,14 @@
 #   needs: papers/hubert_lowres/reproduce.sh done (benchmark + iteration-2 encoder, and its
 #   `pretrained_1h` run, which is the full fine-tuning row here).
 # Every step is skipped when its output exists, so a rerun resumes. Knobs (env):
-#   PRESET=paper  STEPS=300  LAYERS=6  BOTTLENECK=16  VOCAB=1000 (211 characters in the 1 h text)
+#   PRESET=paper  STEPS=500  LAYERS=6  BOTTLENECK=16  VOCAB=1000 (211 characters in the 1 h text)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PRESET=${PRESET:-paper}
 DATA=${DATA:-$HOME/mlasr_data}/$PRESET
 PRE=${PRE:-$HOME/mlasr_runs}/hubert_lowres_$PRESET
 RUNS=${RUNS:-$HOME/mlasr_runs}/adapters_$PRESET
-STEPS=${STEPS:-300}
+STEPS=${STEPS:-500}
 LAYERS=${LAYERS:-6}
 BOTTLENECK=${BOTTLENECK:-16}
 VOCAB=${VOCAB:-1000}
@@ -33,18 +33,24 @@ while read -r name mode tokenizer; do
   [ -f "$RUNS/$name/eval_test/per_utt.tsv" ] || python -m mlasr.evaluate --workdir "$RUNS/$name" --split test
 done <<'RUNS'
 adapters_char adapters char_per_lang
-adapters_spm adapters sentencepiece
 shared_head shared_head char
 RUNS
 
 stamp "language identification (frozen encoder)"
-python -m mlasr.train --config "experiments/lid.py:root=$DATA,split=train_1h,init_from=$ENCODER,steps=$STEPS,layers=$LAYERS" \
+python -m mlasr.train --config "experiments/lid.py:root=$DATA,split=train_1h,init_from=$ENCODER,steps=300,layers=$LAYERS" \
     --workdir "$RUNS/lid"
 [ -f "$RUNS/lid/eval_test/lid.json" ] || python -m mlasr.evaluate --workdir "$RUNS/lid" --split test
 stamp "adapters with the language picked by LID"
 [ -f "$RUNS/adapters_char/eval_test_auto/results.json" ] || \
   python -m mlasr.evaluate --workdir "$RUNS/adapters_char" --split test --adapter_lang auto \
       --lid_workdir "$RUNS/lid"
+
+stamp "train adapters_spm (adapters, sentencepiece)"
+t0=$(date +%s)
+python -m mlasr.train --config "experiments/ctc_adapters.py:$common,mode=adapters,tokenizer=sentencepiece" \
+    --workdir "$RUNS/adapters_spm"
+[ -f "$RUNS/adapters_spm/train_seconds" ] || echo $(( $(date +%s) - t0 )) > "$RUNS/adapters_spm/train_seconds"
+[ -f "$RUNS/adapters_spm/eval_test/per_utt.tsv" ] || python -m mlasr.evaluate --workdir "$RUNS/adapters_spm" --split test
 
 stamp "table"
 python papers/adapters/table.py --runs "$RUNS" --full "$PRE/pretrained_1h" --out "$RUNS/table.md"
