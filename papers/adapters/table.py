@@ -45,14 +45,22 @@ def main():
   args = p.parse_args()
   dirs = {name: os.path.join(args.runs, name) for name, _ in SYSTEMS}
   dirs["full"] = args.full
-  results = {name: json.load(open(os.path.join(d, f"eval_{args.split}", "results.json")))
-             for name, d in dirs.items()}
+  results = {}
+  for name, d in dirs.items():
+    path = os.path.join(d, f"eval_{args.split}", "results.json")
+    if os.path.exists(path):
+      results[name] = json.load(open(path))
+    else:
+      print(f"{name}: no {path}; left out of the table")
   langs = sorted(results["full"]["languages"])
   pct = lambda r: f"{100 * r['rate']:.1f} [{100 * r['ci'][0]:.1f}, {100 * r['ci'][1]:.1f}]"  # noqa: E731
   lines = ["| system | " + " | ".join(langs) + " | macro | trained params / language "
            "(+ shared) | train time |", "|---" * (len(langs) + 4) + "|"]
   summary = {}
   for name, label in SYSTEMS:
+    if name not in results:
+      lines.append(f"| {label} | " + " | ".join("not run" for _ in langs) + " | | | |")
+      continue
     r = results[name]
     own, shared = trained_params(dirs[name], langs)
     seconds_file = os.path.join(dirs[name], "train_seconds")

@@ -33,9 +33,12 @@ def read_per_utt(path: str) -> dict[str, dict[str, tuple[str, str]]]:
 def compare(runs: str, split: str, n_boot: int = 1000) -> dict:
   results = {}
   for track in TRACKS:
-    systems = {init: read_per_utt(os.path.join(runs, f"{init}_{track}", f"eval_{split}",
-                                               "per_utt.tsv"))
-               for init in ("pretrained", "scratch")}
+    paths = {init: os.path.join(runs, f"{init}_{track}", f"eval_{split}", "per_utt.tsv")
+             for init in ("pretrained", "scratch")}
+    if missing := [p for p in paths.values() if not os.path.exists(p)]:
+      print(f"track {track}: not compared, missing {missing}")
+      continue
+    systems = {init: read_per_utt(path) for init, path in paths.items()}
     for lang in sorted(systems["pretrained"]):
       ids = sorted(systems["pretrained"][lang])
       refs = [systems["pretrained"][lang][u][0] for u in ids]
