@@ -108,6 +108,8 @@ def load_adapter(model, path: str, lang: str | None = None) -> str:
     if new is old:
       return old
     new = new.astype(old.dtype)
+    if not isinstance(old, jax.Array):  # a model restored from a checkpoint holds numpy
+      return new
     return jax.device_put(new, old.sharding) if old.committed else jnp.asarray(new)
   flat = {k: like(v, current[k]) for k, v in flat.items()}
   state = nnx.state(model, nnx.Param)
