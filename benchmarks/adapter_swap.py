@@ -43,7 +43,7 @@ def main():
   print("| lang | adapter + head parameters | file KiB | share of the model |")
   print("|---|---:|---:|---:|")
   for lang in langs:
-    info = adapters.export_language(flat, lang, os.path.join(out, f"adapter.{lang}.safetensors"))
+    info = adapters.export_language(flat, lang, os.path.join(out, adapters.ADAPTER_FILE.format(lang=lang)))
     files[lang] = info["path"]
     print(f"| {lang} | {info['num_params']:,} | {info['bytes'] / 1024:.1f} | "
           f"{info['num_params'] / total:.2%} |")

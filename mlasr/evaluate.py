@@ -28,6 +28,7 @@ from mlasr.data import inputs
 from mlasr.evaluators import report
 from mlasr.models import adapters as adapters_lib
 from mlasr.models import surgery
+from mlasr.tasks import lid
 
 def transcribe(predict_fn, eval_data, tokenizer) -> list[dict]:
   """Runs `predict_fn(host batch) -> (tokens, lengths)` over `eval_data`; a dict per utterance."""
@@ -82,9 +83,7 @@ def restore_model(workdir: str, step: int | None = None):
   step = ckpt_lib.latest_step(workdir) if step is None else step
   if step is None:
     raise FileNotFoundError(f"No checkpoint in {workdir}/checkpoints; train first.")
-  state = nnx.state(model, nnx.Param)
-  nnx.replace_by_pure_dict(state, surgery.read_params(workdir, step))
-  nnx.update(model, state)
+  surgery.assign_params(model, surgery.read_params(workdir, step))
   return config, tokenizer, model, step
 
 
@@ -112,9 +111,8 @@ def load_adapter(model, path: str, lang: str | None = None) -> str:
       return new
     return jax.device_put(new, old.sharding) if old.committed else jnp.asarray(new)
   flat = {k: like(v, current[k]) for k, v in flat.items()}
-  state = nnx.state(model, nnx.Param)
-  nnx.replace_by_pure_dict(state, surgery.unflatten_like(nnx.to_pure_dict(state), flat))
-  nnx.update(model, state)
+  surgery.assign_params(model, surgery.unflatten_like(
+      nnx.to_pure_dict(nnx.state(model, nnx.Param)), flat))
   return lang
 
 
@@ -157,9 +155,10 @@ def run(workdir: str, split: str, n_boot: int = 1000, step: int | None = None,
 
   def predict_with_language(batch):
     if choose is not None:
-      batch = dict(batch, true_lang_id=batch["lang_id"], lang_id=choose(batch))
-      chosen_ids.append((batch["true_lang_id"][batch["example_mask"] > 0],
-                         batch["lang_id"][batch["example_mask"] > 0]))
+      real = batch["example_mask"] > 0
+      chosen = choose(batch)
+      chosen_ids.append((batch["lang_id"][real], chosen[real]))
+      batch = dict(batch, lang_id=chosen)
     return predict(batch)
 
   utts = transcribe(predict_with_language, inputs.eval_data(config, split), tokenizer)
@@ -178,7 +177,6 @@ def run(workdir: str, split: str, n_boot: int = 1000, step: int | None = None,
   results["by_group"] = {group: score(group_utts, n_boot, dict(meta, group=group))
                          for group, group_utts in sorted(by_group.items())}
   if adapter_lang == "auto":
-    from mlasr.tasks import lid  # pylint: disable=import-outside-toplevel
     true = np.concatenate([t for t, _ in chosen_ids])
     pred = np.concatenate([p for _, p in chosen_ids])
     results["lid"] = lid.scores(true, pred, list(model.langs))
@@ -188,7 +186,6 @@ def run(workdir: str, split: str, n_boot: int = 1000, step: int | None = None,
   config_lib.save_config(config, out_dir)
   print(report.to_markdown(results))
   if "lid" in results:
-    from mlasr.tasks import lid  # pylint: disable=import-outside-toplevel
     print(lid.confusion_markdown(results["lid"]))
   print(f"Results written to {out_dir}: {', '.join(sorted(paths))}")
   return results

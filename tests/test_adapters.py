@@ -34,8 +34,7 @@ def _model(langs, seed=0, head="per_language", bottleneck=4, blocks=None):
   rng = np.random.default_rng(seed + 7)
   flat = {k: (v + rng.normal(0, 0.3, np.shape(v)).astype(np.float32)
               if k.startswith(("adapters/", "heads/")) else v) for k, v in flat.items()}
-  nnx.replace_by_pure_dict(state, surgery.unflatten_like(nnx.to_pure_dict(state), flat))
-  nnx.update(model, state)
+  surgery.assign_params(model, surgery.unflatten_like(nnx.to_pure_dict(state), flat))
   return model
 
 

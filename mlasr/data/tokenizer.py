@@ -79,7 +79,7 @@ class Tokenizer:
     Only the language's character set is added (for output masks); characters no existing
     piece or symbol covers stay <unk>, which `stats` reports per language.
     """
-    new = {l: ts for l, ts in texts_by_lang.items() if l not in (self.lang_chars or {})}
+    new = {l: ts for l, ts in texts_by_lang.items() if l not in self.lang_chars}
     if new:
       self.lang_chars = dict(self.lang_chars, **_chars_by_lang(
           {l: {ch for t in ts for ch in t} for l, ts in new.items()}))
@@ -90,12 +90,11 @@ class Tokenizer:
     return self
 
   def _lang_chars(self, lang: str) -> str:
-    lang_chars = getattr(self, "lang_chars", None) or {}
-    if lang not in lang_chars:
+    if lang not in self.lang_chars:
       raise KeyError(f"The tokenizer has no character set for language {lang!r} (it knows "
-                     f"{sorted(lang_chars)}); per-language output masks need a tokenizer built "
-                     "from that language's text (rebuild it: delete <workdir>/tokenizer).")
-    return lang_chars[lang]
+                     f"{sorted(self.lang_chars)}); per-language output masks need a tokenizer "
+                     "built from that language's text (rebuild it: delete <workdir>/tokenizer).")
+    return self.lang_chars[lang]
 
   def _surfaces(self, lang: str) -> list[str]:
     """Characters each id stands for (word boundaries removed), in id order."""

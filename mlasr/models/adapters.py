@@ -4,8 +4,8 @@ After transformer block i, for an example of language l (Pratap et al. 2023, ANC
 
     x <- x + W_up[l, i] · relu(W_down[l, i] · LN[l, i](x))
 
-Each language owns separate parameters, `adapters/<lang>/layers/<i>/...` and (with per-language
-heads) `heads/<lang>/...`. That is what makes the MMS overwrite bug impossible: training
+Each language owns separate parameters, `adapters/per_lang/<lang>/layers/<i>/...` and (with
+per-language heads) `heads/per_lang/<lang>/...`. That is what makes the MMS overwrite bug impossible: training
 language B with every other language's leaves frozen (`optim.freeze`) gives A's leaves exactly
 zero updates, and exporting or loading one language touches only its own leaves. Inside the
 jitted step the languages' weights are stacked [L, ...] and gathered by `lang_id`, so one batch
@@ -89,10 +89,7 @@ class AdapterBank(nnx.Module):
     b_down = _gathered(adapters, lambda a: a.down.bias, lang_id).astype(self.dtype)
     w_up = _gathered(adapters, lambda a: a.up.kernel, lang_id).astype(self.dtype)
     b_up = _gathered(adapters, lambda a: a.up.bias, lang_id).astype(self.dtype)
-    x32 = x.astype(jnp.float32)
-    mean = x32.mean(-1, keepdims=True)
-    var = jnp.square(x32 - mean).mean(-1, keepdims=True)
-    h = ((x32 - mean) * jax.lax.rsqrt(var + self.eps) * scale + shift).astype(self.dtype)
+    h = layers.layer_norm(x, scale, shift, self.eps, self.dtype)
     h = jax.nn.relu(jnp.einsum("bfd,bdk->bfk", h, w_down) + b_down[:, None, :])
     return x + (jnp.einsum("bfk,bkd->bfd", h, w_up) + b_up[:, None, :]).astype(x.dtype)
 

@@ -12,6 +12,7 @@ Multilingual options (mlasr/models/adapters.py; every one selects per example by
 """
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Sequence
 
@@ -92,9 +93,8 @@ class CTCModel(nnx.Module):
     masks = {}
     if self.finetune_masking is not None and not deterministic:
       masks = finetune_masks(self.finetune_masking, self.mask_rngs(), self.encoder, audio_mask)
-    after_block = None
-    if self.adapters is not None:
-      after_block = lambda i, x: self.adapters(i, x, lang_id)  # pylint: disable=unnecessary-lambda-assignment
+    after_block = (None if self.adapters is None
+                   else functools.partial(self.adapters, lang_id=lang_id))
     out = self.encoder(audio, audio_mask, deterministic=deterministic, after_block=after_block,
                        **masks)
     hidden = self.dropout(out.hidden, deterministic=deterministic)

@@ -84,11 +84,16 @@ class LayerNorm(nnx.Module):
     self.dtype = dtype
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    x32 = x.astype(jnp.float32)
-    mean = x32.mean(-1, keepdims=True)
-    var = jnp.square(x32 - mean).mean(-1, keepdims=True)
-    y = (x32 - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
-    return y.astype(self.dtype)
+    return layer_norm(x, self.scale[...], self.bias[...], self.eps, self.dtype)
+
+
+def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float,
+               dtype) -> jax.Array:
+  """LayerNorm over the last axis in float32; `scale`/`bias` broadcast against x."""
+  x32 = x.astype(jnp.float32)
+  mean = x32.mean(-1, keepdims=True)
+  var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+  return ((x32 - mean) * jax.lax.rsqrt(var + eps) * scale + bias).astype(dtype)
 
 
 def masked_time_norm(x: jax.Array, mask: jax.Array, eps: float) -> jax.Array:

@@ -107,6 +107,13 @@ class SurgeryReport:
                  self.unused)) if s)
 
 
+def assign_params(model: nnx.Module, params: Mapping) -> None:
+  """Sets `model`'s parameters (in place) from a nested dict shaped like its own."""
+  state = nnx.state(model, nnx.Param)
+  nnx.replace_by_pure_dict(state, params)
+  nnx.update(model, state)
+
+
 def load_pretrained_encoder(model: nnx.Module, pretrained_params: Mapping, *,
                             prefix: str = "encoder", log: Callable[[str], None] = logging.info
                             ) -> SurgeryReport:
@@ -123,9 +130,7 @@ def load_pretrained_encoder(model: nnx.Module, pretrained_params: Mapping, *,
                      f"{sorted(pretrained_params)}. Is this a pretraining checkpoint?")
   outside = f"(?!{re.escape(prefix)}{SEP}).*"
   merged = merge_params(pretrained_params, inited, dont_load=[outside])
-  state = nnx.state(model, nnx.Param)
-  nnx.replace_by_pure_dict(state, jax.tree.map(np.asarray, merged))
-  nnx.update(model, state)
+  assign_params(model, jax.tree.map(np.asarray, merged))
 
   loaded_flat, inited_flat = flatten(pretrained_params), flatten(inited)
   in_prefix = lambda n: n.startswith(prefix + SEP)  # noqa: E731
@@ -152,9 +157,7 @@ def load_matching(model: nnx.Module, params: Mapping, *,
   loaded_flat, inited_flat = flatten(params), flatten(inited)
   new = [n for n in inited_flat if n not in loaded_flat]
   merged = merge_params(params, inited, dont_load=[re.escape(n) for n in new])
-  state = nnx.state(model, nnx.Param)
-  nnx.replace_by_pure_dict(state, jax.tree.map(np.asarray, merged))
-  nnx.update(model, state)
+  assign_params(model, jax.tree.map(np.asarray, merged))
   report = SurgeryReport(loaded=sorted(n for n in inited_flat if n in loaded_flat),
                          dropped=sorted(n for n in loaded_flat if n not in inited_flat),
                          initialised=sorted(new), unused=[])

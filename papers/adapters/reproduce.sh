@@ -23,18 +23,18 @@ start=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - start ))s] $*"; }
 common="root=$DATA,split=train_1h,init_from=$ENCODER,steps=$STEPS,layers=$LAYERS,bottleneck=$BOTTLENECK,vocab=$VOCAB"
 
-# name  mode  tokenizer
-while read -r name mode tokenizer; do
-  stamp "train $name ($mode, $tokenizer)"
-  t0=$(date +%s)
-  python -m mlasr.train --config "experiments/ctc_adapters.py:$common,mode=$mode,tokenizer=$tokenizer" \
-      --workdir "$RUNS/$name"
-  [ -f "$RUNS/$name/train_seconds" ] || echo $(( $(date +%s) - t0 )) > "$RUNS/$name/train_seconds"
-  [ -f "$RUNS/$name/eval_test/per_utt.tsv" ] || python -m mlasr.evaluate --workdir "$RUNS/$name" --split test
-done <<'RUNS'
-adapters_char adapters char_per_lang
-shared_head shared_head char
-RUNS
+# Trains one system (skipped when done), records its wall time and scores it on test.
+train_and_score() {  # name mode tokenizer
+  stamp "train $1 ($2, $3)"
+  local t0; t0=$(date +%s)
+  python -m mlasr.train --config "experiments/ctc_adapters.py:$common,mode=$2,tokenizer=$3" \
+      --workdir "$RUNS/$1"
+  [ -f "$RUNS/$1/train_seconds" ] || echo $(( $(date +%s) - t0 )) > "$RUNS/$1/train_seconds"
+  [ -f "$RUNS/$1/eval_test/per_utt.tsv" ] || python -m mlasr.evaluate --workdir "$RUNS/$1" --split test
+}
+
+train_and_score adapters_char adapters char_per_lang
+train_and_score shared_head shared_head char
 
 stamp "language identification (frozen encoder)"
 python -m mlasr.train --config "experiments/lid.py:root=$DATA,split=train_1h,init_from=$ENCODER,steps=300,layers=$LAYERS" \
@@ -45,12 +45,7 @@ stamp "adapters with the language picked by LID"
   python -m mlasr.evaluate --workdir "$RUNS/adapters_char" --split test --adapter_lang auto \
       --lid_workdir "$RUNS/lid"
 
-stamp "train adapters_spm (adapters, sentencepiece)"
-t0=$(date +%s)
-python -m mlasr.train --config "experiments/ctc_adapters.py:$common,mode=adapters,tokenizer=sentencepiece" \
-    --workdir "$RUNS/adapters_spm"
-[ -f "$RUNS/adapters_spm/train_seconds" ] || echo $(( $(date +%s) - t0 )) > "$RUNS/adapters_spm/train_seconds"
-[ -f "$RUNS/adapters_spm/eval_test/per_utt.tsv" ] || python -m mlasr.evaluate --workdir "$RUNS/adapters_spm" --split test
+train_and_score adapters_spm adapters sentencepiece
 
 stamp "table"
 python papers/adapters/table.py --runs "$RUNS" --full "$PRE/pretrained_1h" --out "$RUNS/table.md"
