@@ -44,3 +44,42 @@ def test_pooling_ignores_padding_and_loss_is_cross_entropy():
   ids, _ = lid.predict(model, batch)
   np.testing.assert_array_equal(np.asarray(ids), logits.argmax(-1))
   assert jnp.asarray(ids).dtype.kind == "i"
+
+
+def test_statistics_pooling_matches_numpy_over_real_frames():
+  rng = np.random.default_rng(2)
+  hidden = rng.normal(size=[2, 7, 3]).astype(np.float32)
+  mask = np.array([[1] * 7, [1] * 4 + [0] * 3], bool)
+  pooled = np.asarray(lid_model.pool(hidden, mask, "stats"))
+  for b, n in enumerate((7, 4)):
+    np.testing.assert_allclose(pooled[b, :3], hidden[b, :n].mean(0), atol=1e-6)
+    np.testing.assert_allclose(pooled[b, 3:], np.sqrt(hidden[b, :n].var(0) + 1e-5), atol=1e-6)
+  np.testing.assert_allclose(np.asarray(lid_model.pool(hidden, mask, "mean")), pooled[:, :3])
+
+
+def test_layer_weights_select_layers_and_frozen_encoder_gets_no_gradient():
+  enc = hubert.get_config("tiny", num_layers=2, d_model=32, num_heads=2, ffn_dim=64,
+                          pos_conv_kernel=8, pos_conv_groups=4, conv_module_kernel=0)
+  rng = np.random.default_rng(3)
+  audio = rng.normal(0, 0.3, [2, 8000]).astype(np.float32)
+  mask = np.ones_like(audio, np.int32)
+  weighted = lid_model.LIDModel(enc, ("en", "ru"), layer_weights=True, rngs=nnx.Rngs(0))
+  single = lid_model.LIDModel(enc, ("en", "ru"), layer=1, rngs=nnx.Rngs(0))
+  # Softmax weights of ~(0, 1, 0) over layer_hiddens make the sum layer 1, normalised.
+  weighted.layer_logits[...] = jnp.array([-50.0, 50.0, -50.0])
+  out = weighted.encoder(audio, mask, deterministic=True, output_hidden_states=True)
+  from mlasr.models import layers  # pylint: disable=import-outside-toplevel
+  expect_hidden = layers.layer_norm(out.layer_hiddens[1], 1.0, 0.0, 1e-5, jnp.float32)
+  expect = weighted.head(weighted.norm(lid_model.pool(expect_hidden, out.frame_mask, "stats")))
+  np.testing.assert_allclose(np.asarray(weighted(audio, mask, deterministic=True)),
+                             np.asarray(expect), atol=1e-5)
+  assert single.layer_logits is None
+
+  weighted.layer_logits[...] = jnp.zeros(3)  # unsaturated, so the weights get a gradient
+  batch = dict(audio=audio, audio_mask=mask, lang_id=np.array([0, 1]))
+  grads = nnx.grad(lambda m: lid.loss_fn(m, batch, train=False)[0])(weighted)
+  flat = dict(nnx.to_flat_state(grads))
+  encoder_norm = sum(float(jnp.abs(v[...]).sum()) for k, v in flat.items() if k[0] == "encoder")
+  assert encoder_norm == 0.0
+  assert float(jnp.abs(flat[("layer_logits",)][...]).sum()) > 0
+  assert float(jnp.abs(flat[("head", "kernel")][...]).sum()) > 0

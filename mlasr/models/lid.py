@@ -1,9 +1,13 @@
-"""Spoken language identification: encoder -> mean over real frames -> linear over languages.
+"""Spoken language identification: encoder layers -> statistics pooling -> linear over languages.
 
 ML-SUPERB reports LID beside CER; mlasr also uses it to pick a language's adapter at
-inference (`mlasr.evaluate --adapter_lang auto`). Usually trained on a frozen pretrained
-encoder (`config.model.train_encoder=False`: no gradient into it, so training costs about one
-forward pass):
+inference (`mlasr.evaluate --adapter_lang auto`). On a frozen pretrained encoder
+(`config.model.train_encoder=False`: no gradient into it, so a step costs about one forward
+pass) the head reads a learned softmax-weighted sum of every layer (`layer_weights`, the SUPERB
+probe: language cues sit in the lower layers of HuBERT-style encoders, not the last), pools it
+over real frames into mean and standard deviation (x-vector statistics pooling) and normalises
+the pooled vector before the linear layer. MMS's LID instead fine-tunes the whole encoder
+(`train_encoder=True`).
 
     python -m mlasr.train --config experiments/lid.py:root=D,init_from=W/hubert_it2 --workdir W/lid
 """
@@ -18,29 +22,61 @@ from flax import nnx
 
 from mlasr.models import ctc, hubert, layers
 
+POOLINGS = ("mean", "stats")
+
+
+def pool(hidden: jax.Array, frame_mask: jax.Array, pooling: str) -> jax.Array:
+  """[B, F, D] -> [B, D] mean, or [B, 2D] mean ++ standard deviation, over real frames only."""
+  w = frame_mask.astype(jnp.float32)[..., None]
+  count = jnp.maximum(w.sum(1), 1.0)
+  h = hidden.astype(jnp.float32)
+  mean = (h * w).sum(1) / count
+  if pooling == "mean":
+    return mean
+  var = (jnp.square(h - mean[:, None]) * w).sum(1) / count
+  return jnp.concatenate([mean, jnp.sqrt(var + 1e-5)], -1)
+
 
 class LIDModel(nnx.Module):
-  """Logits [B, L] over `langs` from a time-pooled encoder layer."""
+  """Logits [B, L] over `langs` from time-pooled encoder states."""
 
   def __init__(self, enc_cfg: hubert.EncoderConfig, langs: Sequence[str], *, layer: int = -1,
-               dropout: float = 0.1, train_encoder: bool = False, rngs: nnx.Rngs):
+               layer_weights: bool = False, pooling: str = "stats", dropout: float = 0.1,
+               train_encoder: bool = False, rngs: nnx.Rngs):
+    if pooling not in POOLINGS:
+      raise ValueError(f"LID pooling must be one of {POOLINGS}, got {pooling!r}")
     self.encoder = hubert.Encoder(enc_cfg, rngs=rngs)
     self.langs = tuple(langs)
     self.layer = layer
+    self.pooling = pooling
     self.train_encoder = train_encoder
+    # One weight per layer_hiddens entry (transformer input + every block), softmax-normalised.
+    self.layer_logits = (nnx.Param(jnp.zeros([enc_cfg.num_layers + 1], jnp.float32))
+                         if layer_weights else None)
+    pooled_dim = enc_cfg.d_model * (2 if pooling == "stats" else 1)
+    # Mean and std live on different scales, and a frozen encoder's pooled vectors differ by
+    # little between utterances: normalising them lets a linear layer train in a few hundred
+    # steps (without it the same head stayed at chance on the paper benchmark).
+    self.norm = layers.LayerNorm(pooled_dim, eps=enc_cfg.layer_norm_eps, rngs=rngs)
     self.dropout = nnx.Dropout(dropout, rngs=rngs)
-    self.head = layers.Dense(enc_cfg.d_model, len(self.langs), ("embed", None), rngs=rngs)
+    self.head = layers.Dense(pooled_dim, len(self.langs), ("embed", None), rngs=rngs)
 
   def __call__(self, audio: jax.Array, audio_mask: jax.Array, *, deterministic: bool,
                lang_id: jax.Array | None = None) -> jax.Array:
     del lang_id  # the target, not an input
+    hidden_states = self.layer_logits is not None or self.layer != -1
     out = self.encoder(audio, audio_mask, deterministic=deterministic or not self.train_encoder,
-                       output_hidden_states=self.layer != -1)
-    hidden = out.hidden if self.layer == -1 else out.layer_hiddens[self.layer]
+                       output_hidden_states=hidden_states)
+    hiddens = out.layer_hiddens if hidden_states else (out.hidden,)
     if not self.train_encoder:
-      hidden = jax.lax.stop_gradient(hidden)
-    weights = out.frame_mask.astype(jnp.float32)[..., None]
-    pooled = (hidden.astype(jnp.float32) * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
+      hiddens = [jax.lax.stop_gradient(h) for h in hiddens]
+    if self.layer_logits is not None:
+      # Each layer normalised first: pre-LN residual streams grow with depth (SUPERB does this).
+      stacked = jnp.stack([layers.layer_norm(h, 1.0, 0.0, 1e-5, jnp.float32) for h in hiddens])
+      hidden = jnp.einsum("l,lbfd->bfd", jax.nn.softmax(self.layer_logits[...]), stacked)
+    else:
+      hidden = hiddens[self.layer] if hidden_states else hiddens[0]
+    pooled = self.norm(pool(hidden, out.frame_mask, self.pooling))
     return self.head(self.dropout(pooled, deterministic=deterministic)).astype(jnp.float32)
 
 
@@ -49,5 +85,7 @@ def build(config: ml_collections.ConfigDict, num_langs: int, rngs: nnx.Rngs, *,
   if len(langs) != num_langs:
     raise ValueError(f"LID over {num_langs} languages but got langs={list(langs)}")
   return LIDModel(ctc.encoder_config(config.model), langs, layer=config.model.get("layer", -1),
+                  layer_weights=config.model.get("layer_weights", False),
+                  pooling=config.model.get("pooling", "stats"),
                   dropout=config.model.get("final_dropout", 0.1),
                   train_encoder=config.model.get("train_encoder", False), rngs=rngs)
