@@ -195,9 +195,14 @@ def run_lid(config, model, workdir: str, split: str, step: int) -> dict:
   """LID accuracy and confusion matrix -> <workdir>/eval_<split>/lid.json and lid.md."""
   from mlasr.tasks import lid  # pylint: disable=import-outside-toplevel
   eval_data = inputs.eval_data(config, split)
-  true, pred = lid.classify(jitted_predict(config, model), eval_data)
-  result = dict(lid.scores(true, pred, list(model.langs)), split=split, step=step,
+  true, pred, speakers = lid.classify(jitted_predict(config, model), eval_data)
+  langs = list(model.langs)
+  result = dict(lid.scores(true, pred, langs), split=split, step=step,
                 workdir=os.path.abspath(workdir))
+  groups = speaker_groups(config.data.root)
+  utt_groups = np.array([groups.get(s, "") for s in speakers], dtype=object)
+  result["by_group"] = {g: lid.scores(true[utt_groups == g], pred[utt_groups == g], langs)
+                        for g in sorted(set(utt_groups) - {""})}
   out_dir = os.path.join(workdir, f"eval_{split}")
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, "lid.json"), "w", encoding="utf-8") as f:

@@ -136,3 +136,26 @@ def test_add_a_language_to_a_trained_adapter_model(small_corpus, tmp_path):
   assert all(np.array_equal(before[k], after[k]) for k in before)
   results = evaluate.run(str(tmp_path / "grown"), "test", n_boot=10, adapter_lang="it")
   assert results["meta"]["adapter_lang"] == "it" and set(results["languages"]) == {"it"}
+
+
+def test_lid_evaluation_and_adapter_lang_auto(small_corpus, tmp_path):
+  """An LID run scores itself (accuracy + confusion), and `--adapter_lang auto` decodes each
+  test utterance with the adapter that same LID model picks."""
+  root, sources = small_corpus
+  lid_config = load_experiment(experiment("lid.py"), root, sources)
+  train.run(lid_config, str(tmp_path / "lid"))
+  lid_result = evaluate.run(str(tmp_path / "lid"), "test")
+  assert os.path.exists(tmp_path / "lid" / "eval_test" / "lid.md")
+  confusion = np.array(lid_result["confusion"])
+  assert confusion.shape == (3, 3) and confusion.sum() == lid_result["num_utterances"] > 0
+  assert lid_result["accuracy"] == np.trace(confusion) / confusion.sum()
+
+  asr = load_experiment(experiment("ctc_adapters.py"), root, sources)
+  train.run(asr, str(tmp_path / "asr"))
+  auto = evaluate.run(str(tmp_path / "asr"), "test", n_boot=10, adapter_lang="auto",
+                      lid_workdir=str(tmp_path / "lid"))
+  # The languages the ASR run was given are LID's predictions: same confusion matrix.
+  np.testing.assert_array_equal(auto["lid"]["confusion"], confusion)
+  assert auto["meta"]["adapter_lang"] == "auto"
+  with pytest.raises(ValueError, match="needs --lid_workdir"):
+    evaluate.run(str(tmp_path / "asr"), "test", adapter_lang="auto")

@@ -54,9 +54,8 @@ class LIDModel(nnx.Module):
     self.layer_logits = (nnx.Param(jnp.zeros([enc_cfg.num_layers + 1], jnp.float32))
                          if layer_weights else None)
     pooled_dim = enc_cfg.d_model * (2 if pooling == "stats" else 1)
-    # Mean and std live on different scales, and a frozen encoder's pooled vectors differ by
-    # little between utterances: normalising them lets a linear layer train in a few hundred
-    # steps (without it the same head stayed at chance on the paper benchmark).
+    # Mean and standard deviation live on different scales; normalising the pooled vector puts
+    # them on one before the linear layer.
     self.norm = layers.LayerNorm(pooled_dim, eps=enc_cfg.layer_norm_eps, rngs=rngs)
     self.dropout = nnx.Dropout(dropout, rngs=rngs)
     self.head = layers.Dense(pooled_dim, len(self.langs), ("embed", None), rngs=rngs)

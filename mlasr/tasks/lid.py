@@ -49,15 +49,17 @@ def eval_step(model: nnx.Module, batch: dict):
   return predict(model, batch)
 
 
-def classify(predict_fn, eval_data) -> tuple[np.ndarray, np.ndarray]:
-  """(true lang ids, predicted lang ids) over every real utterance of `eval_data`."""
-  true, pred = [], []
+def classify(predict_fn, eval_data) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str, str]]]:
+  """(true lang ids, predicted lang ids, (corpus, lang, speaker) of each) over every real
+  utterance of `eval_data`."""
+  true, pred, speakers = [], [], []
   for batch in eval_data.batches():
     ids, _ = jax.device_get(predict_fn(batch))
     real = np.flatnonzero(batch["example_mask"])
     true.extend(batch["lang_id"][real])
     pred.extend(ids[real])
-  return np.asarray(true, np.int64), np.asarray(pred, np.int64)
+    speakers.extend(zip(batch["corpus"][real], batch["lang"][real], batch["speaker"][real]))
+  return np.asarray(true, np.int64), np.asarray(pred, np.int64), speakers
 
 
 def scores(true: np.ndarray, pred: np.ndarray, langs) -> dict:
@@ -72,7 +74,7 @@ def scores(true: np.ndarray, pred: np.ndarray, langs) -> dict:
 
 def evaluate(eval_fn, eval_data, setup_out: dict) -> dict:
   del setup_out
-  true, pred = classify(eval_fn, eval_data)
+  true, pred, _ = classify(eval_fn, eval_data)
   langs = list(eval_data.langs)
   result = scores(true, pred, langs)
   out = {"dev_lid/accuracy": result["accuracy"]}
@@ -89,4 +91,8 @@ def confusion_markdown(result: dict) -> str:
   for i, lang in enumerate(langs):
     lines.append(f"| {lang} | " + " | ".join(str(v) for v in result["confusion"][i]) +
                  f" | {100 * result['per_language'][lang]:.1f} |")
+  if by_group := result.get("by_group"):
+    lines += ["", "By speaker group: " + ", ".join(
+        f"{g} {100 * r['accuracy']:.1f}% ({r['num_utterances']} utterances)"
+        for g, r in sorted(by_group.items()))]
   return "\n".join(lines) + "\n"
