@@ -168,7 +168,8 @@ def run(workdir: str, split: str, n_boot: int = 1000, step: int | None = None,
       u["group"] = group
   meta = dict(workdir=os.path.abspath(workdir), split=split, step=step,
               sources=list(config.data.sources), adapter_lang=adapter_lang or "oracle",
-              adapter_file=adapter_file, adapter_file_lang=loaded)
+              adapter_file=adapter_file, adapter_file_lang=loaded,
+              lid_workdir=os.path.abspath(lid_workdir) if lid_workdir else "")
   results = score(utts, n_boot, meta)
   by_group = collections.defaultdict(list)
   for u in utts:

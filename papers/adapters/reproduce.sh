@@ -6,6 +6,7 @@
 #   `pretrained_1h` run, which is the full fine-tuning row here).
 # Every step is skipped when its output exists, so a rerun resumes. Knobs (env):
 #   PRESET=paper  STEPS=500  LAYERS=6  BOTTLENECK=16  VOCAB=1000 (211 characters in the 1 h text)
+#   AUTO_LID=lid_finetuned (or lid)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PRESET=${PRESET:-paper}
@@ -16,6 +17,7 @@ STEPS=${STEPS:-500}
 LAYERS=${LAYERS:-6}
 BOTTLENECK=${BOTTLENECK:-16}
 VOCAB=${VOCAB:-1000}
+AUTO_LID=${AUTO_LID:-lid_finetuned}  # which LID run picks the adapter for --adapter_lang auto
 ENCODER=$PRE/hubert_it2
 [ -d "$ENCODER/checkpoints" ] || { echo "no pretrained encoder at $ENCODER: run papers/hubert_lowres/reproduce.sh first" >&2; exit 1; }
 mkdir -p "$RUNS"
@@ -23,29 +25,34 @@ start=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - start ))s] $*"; }
 common="root=$DATA,split=train_1h,init_from=$ENCODER,steps=$STEPS,layers=$LAYERS,bottleneck=$BOTTLENECK,vocab=$VOCAB"
 
-# Trains one system (skipped when done), records its wall time and scores it on test.
-train_and_score() {  # name mode tokenizer
-  stamp "train $1 ($2, $3)"
+# Trains one run from an experiments/ config (skipped when done), records its wall time and
+# scores it on test (CER for CTC runs, accuracy + confusion matrix for LID runs).
+train_and_score() {  # name experiment-config
+  stamp "train $1 ($2)"
   local t0; t0=$(date +%s)
-  python -m mlasr.train --config "experiments/ctc_adapters.py:$common,mode=$2,tokenizer=$3" \
-      --workdir "$RUNS/$1"
+  python -m mlasr.train --config "experiments/$2" --workdir "$RUNS/$1"
   [ -f "$RUNS/$1/train_seconds" ] || echo $(( $(date +%s) - t0 )) > "$RUNS/$1/train_seconds"
-  [ -f "$RUNS/$1/eval_test/per_utt.tsv" ] || python -m mlasr.evaluate --workdir "$RUNS/$1" --split test
+  [ -f "$RUNS/$1/eval_test/results.json" ] || [ -f "$RUNS/$1/eval_test/lid.json" ] || \
+    python -m mlasr.evaluate --workdir "$RUNS/$1" --split test
 }
 
-train_and_score adapters_char adapters char_per_lang
-train_and_score shared_head shared_head char
+train_and_score adapters_char "ctc_adapters.py:$common,mode=adapters,tokenizer=char_per_lang"
+train_and_score shared_head "ctc_adapters.py:$common,mode=shared_head,tokenizer=char"
+# Shared SentencePiece vs per-language characters: with adapters, and with full fine-tuning
+# (whose character row is papers/hubert_lowres' pretrained_1h, same freeze and steps).
+train_and_score adapters_spm "ctc_adapters.py:$common,mode=adapters,tokenizer=sentencepiece"
+train_and_score full_spm \
+  "ctc_adapters.py:$common,mode=full,tokenizer=sentencepiece,freeze_steps=$(( STEPS / 10 ))"
 
-stamp "language identification (frozen encoder)"
-python -m mlasr.train --config "experiments/lid.py:root=$DATA,split=train_1h,init_from=$ENCODER,steps=300,layers=$LAYERS" \
-    --workdir "$RUNS/lid"
-[ -f "$RUNS/lid/eval_test/lid.json" ] || python -m mlasr.evaluate --workdir "$RUNS/lid" --split test
-stamp "adapters with the language picked by LID"
+# LID: a probe on the frozen encoder (its defaults: 2000 steps at lr 1e-2), and the encoder
+# fine-tuned for LID with the ASR fine-tuning budget, as MMS's LID models are.
+lid="lid.py:root=$DATA,split=train_1h,init_from=$ENCODER,layers=$LAYERS"
+train_and_score lid "$lid"
+train_and_score lid_finetuned "$lid,train_encoder=1,steps=$STEPS,lr=2e-3"
+stamp "adapters with the language picked by $AUTO_LID"
 [ -f "$RUNS/adapters_char/eval_test_auto/results.json" ] || \
   python -m mlasr.evaluate --workdir "$RUNS/adapters_char" --split test --adapter_lang auto \
-      --lid_workdir "$RUNS/lid"
-
-train_and_score adapters_spm adapters sentencepiece
+      --lid_workdir "$RUNS/$AUTO_LID"
 
 stamp "table"
 python papers/adapters/table.py --runs "$RUNS" --full "$PRE/pretrained_1h" --out "$RUNS/table.md"

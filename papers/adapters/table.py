@@ -19,7 +19,18 @@ SYSTEMS = (  # (run, label)
     ("shared_head", "frozen encoder, shared head (char), no adapters"),
     ("adapters_char", "frozen encoder + adapters, per-language char heads (MMS)"),
     ("adapters_spm", "frozen encoder + adapters, shared SentencePiece head + masks"),
+    ("full_spm", "full fine-tuning, shared SentencePiece head + masks"),
 )
+
+
+LID_RUNS = ("lid", "lid_finetuned")
+
+
+def lid_description(workdir: str) -> str:
+  model = config_lib.load_config(workdir).model
+  layers = "weighted sum of layers" if model.get("layer_weights") else f"layer {model.layer}"
+  return (f"{'whole encoder' if model.train_encoder else 'head only (frozen encoder)'}; "
+          f"{layers}, {model.get('pooling', 'mean')} pooling")
 
 
 def trained_params(workdir: str, langs: list[str]) -> tuple[dict[str, int], int]:
@@ -75,15 +86,29 @@ def main():
   auto_path = os.path.join(dirs["adapters_char"], f"eval_{args.split}_auto", "results.json")
   if os.path.exists(auto_path):
     auto = json.load(open(auto_path))
-    lines.append("| adapters (MMS), language from LID | " +
+    lid_run = os.path.basename(auto["meta"].get("lid_workdir", "")) or "LID"
+    lines.append(f"| adapters (MMS), language from {lid_run} | " +
                  " | ".join(pct(auto["languages"][l]["cer"]) for l in langs) +
                  f" | {pct(auto['macro']['cer'])} | | |")
-    lid = auto["lid"]
-    lines += ["", f"LID (frozen encoder, mean-pooled, linear) test accuracy: "
-              f"{100 * lid['accuracy']:.1f}% over {lid['num_utterances']} utterances; per "
-              "language: " + ", ".join(f"{l} {100 * v:.0f}%" for l, v in
-                                       lid["per_language"].items())]
-    summary["auto"] = dict(macro=auto["macro"]["cer"]["rate"], lid_accuracy=lid["accuracy"])
+    summary["auto"] = dict(macro=auto["macro"]["cer"]["rate"],
+                           lid_accuracy=auto["lid"]["accuracy"])
+  lines += ["", "| LID run | what trains | test accuracy | seen voices | unseen voices | "
+            "train time |", "|---|---|---|---|---|---|"]
+  for name in LID_RUNS:
+    path = os.path.join(args.runs, name, f"eval_{args.split}", "lid.json")
+    if not os.path.exists(path):
+      continue
+    lid = json.load(open(path))
+    groups = lid.get("by_group", {})
+    seconds_file = os.path.join(args.runs, name, "train_seconds")
+    seconds = int(open(seconds_file).read()) if os.path.exists(seconds_file) else None
+    lines.append(f"| {name} | {lid_description(os.path.join(args.runs, name))} | "
+                 f"{100 * lid['accuracy']:.1f} % | " +
+                 " | ".join(f"{100 * groups[g]['accuracy']:.1f} %" if g in groups else ""
+                            for g in ("seen", "unseen")) +
+                 f" | {'' if seconds is None else f'{seconds / 60:.1f} min'} |")
+    summary[name] = dict(accuracy=lid["accuracy"], train_seconds=seconds,
+                         by_group={g: r["accuracy"] for g, r in groups.items()})
   table = "\n".join(lines) + "\n"
   print(table)
   with open(os.path.join(args.runs, "table.json"), "w") as f:
