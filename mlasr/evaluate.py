@@ -231,5 +231,7 @@ if __name__ == "__main__":
                       "true language, a code = that language for all, 'auto' = LID picks.")
   flags.DEFINE_string("adapter_file", "", "Load this exported adapter (.safetensors) first.")
   flags.DEFINE_string("lid_workdir", "", "Trained LID run for --adapter_lang=auto.")
+  for name in ("adapter_lang", "adapter_file", "lid_workdir"):
+    flags.DEFINE_alias(name.replace("_", "-"), name)  # --adapter-lang, as MMS spells it
   flags.mark_flags_as_required(["workdir"])
   app.run(main)
