@@ -26,6 +26,16 @@ SYSTEMS = (  # (run, label)
 LID_RUNS = ("lid", "lid_finetuned")
 
 
+def train_seconds(workdir: str) -> int | None:
+  """Wall time reproduce.sh recorded for the run, if it did."""
+  path = os.path.join(workdir, "train_seconds")
+  return int(open(path).read()) if os.path.exists(path) else None
+
+
+def minutes(seconds: int | None) -> str:
+  return "" if seconds is None else f"{seconds / 60:.1f} min"
+
+
 def lid_description(workdir: str) -> str:
   model = config_lib.load_config(workdir).model
   layers = "weighted sum of layers" if model.get("layer_weights") else f"layer {model.layer}"
@@ -74,12 +84,11 @@ def main():
       continue
     r = results[name]
     own, shared = trained_params(dirs[name], langs)
-    seconds_file = os.path.join(dirs[name], "train_seconds")
-    seconds = int(open(seconds_file).read()) if os.path.exists(seconds_file) else None
+    seconds = train_seconds(dirs[name])
     per_lang = int(np.mean(list(own.values())))
     lines.append(f"| {label} | " + " | ".join(pct(r["languages"][l]["cer"]) for l in langs) +
                  f" | {pct(r['macro']['cer'])} | {per_lang:,} (+ {shared:,}) | "
-                 f"{'' if seconds is None else f'{seconds / 60:.1f} min'} |")
+                 f"{minutes(seconds)} |")
     summary[name] = dict(cer={l: r["languages"][l]["cer"]["rate"] for l in langs},
                          macro=r["macro"]["cer"]["rate"], params_per_lang=own,
                          params_shared=shared, train_seconds=seconds)
@@ -100,13 +109,12 @@ def main():
       continue
     lid = json.load(open(path))
     groups = lid.get("by_group", {})
-    seconds_file = os.path.join(args.runs, name, "train_seconds")
-    seconds = int(open(seconds_file).read()) if os.path.exists(seconds_file) else None
+    seconds = train_seconds(os.path.join(args.runs, name))
     lines.append(f"| {name} | {lid_description(os.path.join(args.runs, name))} | "
                  f"{100 * lid['accuracy']:.1f} % | " +
                  " | ".join(f"{100 * groups[g]['accuracy']:.1f} %" if g in groups else ""
                             for g in ("seen", "unseen")) +
-                 f" | {'' if seconds is None else f'{seconds / 60:.1f} min'} |")
+                 f" | {minutes(seconds)} |")
     summary[name] = dict(accuracy=lid["accuracy"], train_seconds=seconds,
                          by_group={g: r["accuracy"] for g, r in groups.items()})
   table = "\n".join(lines) + "\n"
