@@ -194,7 +194,6 @@ def run(workdir: str, split: str, n_boot: int = 1000, step: int | None = None,
 
 def run_lid(config, model, workdir: str, split: str, step: int) -> dict:
   """LID accuracy and confusion matrix -> <workdir>/eval_<split>/lid.json and lid.md."""
-  from mlasr.tasks import lid  # pylint: disable=import-outside-toplevel
   eval_data = inputs.eval_data(config, split)
   true, pred, speakers = lid.classify(jitted_predict(config, model), eval_data)
   langs = list(model.langs)

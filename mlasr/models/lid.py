@@ -74,7 +74,7 @@ class LIDModel(nnx.Module):
       stacked = jnp.stack([layers.layer_norm(h, 1.0, 0.0, 1e-5, jnp.float32) for h in hiddens])
       hidden = jnp.einsum("l,lbfd->bfd", jax.nn.softmax(self.layer_logits[...]), stacked)
     else:
-      hidden = hiddens[self.layer] if hidden_states else hiddens[0]
+      hidden = hiddens[self.layer]  # layer -1 of (out.hidden,) is out.hidden
     pooled = self.norm(pool(hidden, out.frame_mask, self.pooling))
     return self.head(self.dropout(pooled, deterministic=deterministic)).astype(jnp.float32)
 
