@@ -9,7 +9,8 @@ per-language heads) `heads/per_lang/<lang>/...`. That is what makes the MMS over
 impossible: training language B with every other language's leaves frozen (`optim.freeze`)
 gives A's leaves exactly zero updates, and exporting or loading one language touches only its
 own leaves. Inside the jitted step the languages' weights are stacked [L, ...] and gathered by
-`lang_id`, so one batch mixes languages with no Python-level switching and no recompilation per language.
+`lang_id`, so one batch mixes languages with no Python-level switching and no recompilation
+per language.
 
     bank = AdapterBank(langs, num_blocks=6, dim=192, bottleneck=16, rngs=rngs)
     x = bank(block_index, x, lang_id)      # inside the encoder's block loop
