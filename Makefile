@@ -8,9 +8,11 @@ DATA ?= $(HOME)/mlasr_data
 WORK ?= $(HOME)/mlasr_runs
 
 # Debian packages: speech engines for the generated benchmark, sclite for scoring checks.
-APT_PACKAGES := espeak-ng festival festvox-kallpc16k festvox-hi-nsk festvox-mr-nsk \
-  festvox-te-nsk festvox-ru festvox-italp16k festvox-czech-dita festvox-suopuhe-mv \
-  festvox-ca-ona-hts sctk sox
+# festival-hi/-mr/-te are only Recommends of the NSK voices, which --no-install-recommends
+# skips; without them those voices fail with "could not open file hindi_phones.scm".
+APT_PACKAGES := espeak-ng festival festvox-kallpc16k festival-hi festival-mr festival-te \
+  festvox-hi-nsk festvox-mr-nsk festvox-te-nsk festvox-ru festvox-italp16k festvox-itapc16k \
+  festvox-czech-dita festvox-czech-ph festvox-suopuhe-mv festvox-ca-ona-hts sctk sox
 
 .PHONY: help install-system install install-test test demo bench clean-demo
 

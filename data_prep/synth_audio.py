@@ -21,6 +21,17 @@ from data_prep import espeak_lib
 
 # Festival voices read 8-bit text in the encoding of their lexicon (measured, see ENVIRONMENT.md).
 FESTIVAL_ENCODING = {"cs": "iso-8859-2", "fi": "latin-1", "it": "latin-1", "ca": "latin-1"}
+# The Debian packages behind each festival voice the presets use (the Makefile installs them).
+# The Indic NSK voices also need their language package, which is only a Recommends.
+FESTIVAL_PACKAGES = {
+    "kal_diphone": "festvox-kallpc16k", "lp_diphone": "festvox-italp16k",
+    "pc_diphone": "festvox-itapc16k", "upc_ca_ona_hts": "festvox-ca-ona-hts",
+    "hy_fi_mv_diphone": "festvox-suopuhe-mv", "czech_dita": "festvox-czech-dita",
+    "czech_ph": "festvox-czech-ph", "msu_ru_nsh_clunits": "festvox-ru",
+    "hindi_NSK_diphone": "festvox-hi-nsk festival-hi",
+    "marathi_NSK_diphone": "festvox-mr-nsk festival-mr",
+    "telugu_NSK_diphone": "festvox-te-nsk festival-te",
+}
 _ASCII_PUNCT = str.maketrans({"“": "'", "”": "'", "„": "'", "«": "'", "»": "'", "‘": "'",
                               "’": "'", "—": ",", "–": ",", '"': "'", "\\": " "})
 

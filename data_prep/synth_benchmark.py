@@ -521,6 +521,73 @@ def _check_plan(root: pathlib.Path, plan: dict) -> None:
     synth_audio.write_atomic(marker, (digest + "\n").encode())
 
 
+def preset_voices(preset_names=None) -> list[tuple[str, str, str]]:
+  """(lang, engine, voice) of every voice the presets use (espeak-ng voice without variant)."""
+  out = set()
+  for name in preset_names or PRESETS:
+    for lang in PRESETS[name].langs:
+      info = languages.get(lang)
+      out.add((lang, "espeak-ng", info.espeak_voice))
+      out.update((lang, "festival", v) for v in info.festival_voices)
+  return sorted(out)
+
+
+def check_voices(plan: dict) -> None:
+  """Synthesises one planned sentence with every voice of the plan; fails naming what is missing.
+
+  A voice whose Debian package is absent fails on every clip; without this check a build
+  would run for minutes and then lose a whole speaker group (festival prints SIOD errors such
+  as "could not open file hindi_phones.scm" and writes nothing).
+  """
+  probes = {}
+  for lang, lp in plan.items():
+    for c in lp["clips"]:
+      key = (c.speaker.engine, c.speaker.voice if c.speaker.engine == "festival"
+             else c.speaker.voice.split("+")[0])
+      if key not in probes and (c.speaker.engine != "festival" or
+                                synth_audio.festival_text(c.text, lang) is not None):
+        probes[key] = c
+  broken = []
+  for (engine, voice), c in sorted(probes.items()):
+    if engine == "festival":
+      out = synth_audio.festival_batch([(synth_audio.festival_text(c.text, c.lang), voice, 1.0)])
+      ok = out[0] is not None and len(out[0][0]) > 0
+      hint = f"apt-get install {synth_audio.FESTIVAL_PACKAGES.get(voice, 'the festvox voice')}"
+    else:
+      try:
+        ok = len(synth_audio.espeak(c.text, c.speaker.voice, *c.speaker.params, c.seed)[0]) > 0
+      except RuntimeError:
+        ok = False
+      hint = "apt-get install espeak-ng"
+    if not ok:
+      broken.append(f"  {engine} voice {voice!r} ({c.lang}): no audio for {c.text[:40]!r}; "
+                    f"{hint} (the Makefile's install-system target lists every package)")
+  if broken:
+    raise SystemExit("These voices of the benchmark do not synthesise on this machine:\n" +
+                     "\n".join(broken))
+
+
+def check_groups(plan: dict, failed: set[str]) -> None:
+  """Fails loudly when a whole voice or speaker group of a split lost every clip.
+
+  A few failed clips are listed in benchmark.json and tolerated; a voice, or a (split, seen/
+  unseen) group, with no clip left would silently remove rows of the results table.
+  """
+  lost = []
+  for lang, lp in plan.items():
+    planned, kept = collections.Counter(), collections.Counter()
+    for c in lp["clips"]:
+      for key in ((c.table, c.speaker.group), (c.table, c.speaker.voice)):
+        planned[key] += 1
+        kept[key] += c.utt_id not in failed
+    lost += [f"  {lang} {table}: {name} ({planned[table, name]} clips planned, none made)"
+             for table, name in sorted(planned) if not kept[table, name]]
+  if lost:
+    raise SystemExit("The build lost whole speaker groups (see the failed clips in "
+                     "benchmark.json; a missing voice package is the usual cause):\n" +
+                     "\n".join(lost))
+
+
 def build(preset: str, out: str | pathlib.Path, seed: int = 0, workers: int = 2,
           max_clips: int | None = None, progress: bool = True) -> dict | None:
   """Builds (or finishes) a benchmark in `out`; returns benchmark.json's content.
@@ -536,6 +603,8 @@ def build(preset: str, out: str | pathlib.Path, seed: int = 0, workers: int = 2,
   plan = make_plan(preset, seed)
   _check_plan(root, plan)
   batches = _batches(root, plan)
+  if batches:
+    check_voices(plan)
   if max_clips is not None:
     kept, n = [], 0
     for b in batches:
@@ -568,6 +637,7 @@ def build(preset: str, out: str | pathlib.Path, seed: int = 0, workers: int = 2,
   failed = {c.utt_id for lp in plan.values() for c in lp["clips"]
             if not (root / c.relpath).exists()}
   info = write_metadata(root, preset, seed, plan, failed)
+  check_groups(plan, failed)
   log = {"preset": preset, "seed": seed, "workers": workers, "new_clips": n_clips,
          "seconds": round(time.time() - start, 1),
          "audio_hours": round(sum(sum(d["hours"].values()) for d in info["languages"].values()),

@@ -5,8 +5,11 @@ import hashlib
 import json
 import pathlib
 
+import numpy as np
+import pytest
 import soundfile as sf
 
+from data_prep import synth_audio
 from data_prep import synth_benchmark as sb
 
 CV_LANGS, VP_LANGS = ("en", "hi", "ru"), ("cs",)
@@ -141,3 +144,50 @@ def test_plan_depends_on_seed():
   assert [c.text for c in a["en"]["clips"]] != [c.text for c in b["en"]["clips"]]
   assert [c.utt_id for c in a["en"]["clips"]] == [c.utt_id for c in sb.make_plan("tiny", 0)[
       "en"]["clips"]]
+
+
+# One short native sentence per language: enough for every engine to produce speech.
+_VOICE_CHECK_TEXT = {
+    "en": "The weather is nice today.", "it": "Oggi il tempo è bello.",
+    "ca": "Avui fa bon temps.", "fi": "Tänään on kaunis ilma.", "cs": "Dnes je hezké počasí.",
+    "ru": "Сегодня хорошая погода.", "hi": "आज मौसम अच्छा है।", "mr": "आज हवामान छान आहे.",
+    "te": "ఈ రోజు వాతావరణం బాగుంది.",
+}
+
+
+def test_every_preset_voice_synthesises():
+  """Each voice of every preset speaks on this machine (a missing Debian package fails here)."""
+  voices = sb.preset_voices()
+  assert {l for l, _, _ in voices} == set(_VOICE_CHECK_TEXT)
+  assert {v for _, e, v in voices if e == "festival"} == set(synth_audio.FESTIVAL_PACKAGES)
+  festival = [(synth_audio.festival_text(_VOICE_CHECK_TEXT[l], l), v, 1.0)
+              for l, e, v in voices if e == "festival"]
+  assert all(text is not None for text, _, _ in festival)
+  waves = synth_audio.festival_batch(festival)
+  for (lang, engine, voice), out in zip([v for v in voices if v[1] == "festival"], waves):
+    assert out is not None, f"festival voice {voice} ({lang}) produced no audio"
+    wave, rate = out
+    assert len(wave) / rate > 0.5 and np.abs(wave).max() > 0.01, (voice, len(wave), rate)
+  for lang, engine, voice in voices:
+    if engine == "espeak-ng":
+      wave, rate = synth_audio.espeak(_VOICE_CHECK_TEXT[lang], voice, 160, 50, 100, 0)
+      assert len(wave) / rate > 0.5, (voice, len(wave), rate)
+
+
+def test_missing_voice_fails_before_synthesis(monkeypatch):
+  plan = sb.make_plan("tiny", 0)
+  real = synth_audio.festival_batch
+  monkeypatch.setattr(synth_audio, "festival_batch",
+                      lambda items: [None if v == "hindi_NSK_diphone" else r
+                                     for (_, v, _), r in zip(items, real(items))])
+  with pytest.raises(SystemExit, match=r"festival voice 'hindi_NSK_diphone' \(hi\).*festival-hi"):
+    sb.check_voices(plan)
+
+
+def test_lost_speaker_group_fails_loudly():
+  plan = sb.make_plan("tiny", 0)
+  unseen = {c.utt_id for c in plan["ru"]["clips"] if c.speaker.group == "unseen"}
+  assert unseen
+  sb.check_groups(plan, {next(iter(unseen))} if len(unseen) > 1 else set())  # a few: tolerated
+  with pytest.raises(SystemExit, match=r"ru test: unseen .*none made"):
+    sb.check_groups(plan, unseen)
