@@ -6,10 +6,13 @@ ConfigDict with types taken from the defaults.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
 import ml_collections
+
+from mlasr.data import augment
 
 
 def parse_arg(arg: str | None, lazy: bool = False, **defaults) -> ml_collections.ConfigDict:
@@ -83,6 +86,10 @@ def base_ctc_config() -> ml_collections.ConfigDict:
   c.data.worker_count = 0
   c.data.prepare_workers = 2
   c.data.langs = ()                  # lang_id order; default: the languages of `sources`
+  # Waveform augmentation of training batches (mlasr/data/augment.py: speed, noise, babble,
+  # reverberation, channel), all off; defaults and meanings live in augment.AugmentConfig.
+  c.data.augment = ml_collections.ConfigDict(
+      dataclasses.asdict(augment.AugmentConfig()))
 
   c.tokenizer = ml_collections.ConfigDict()
   c.tokenizer.kind = "char"          # "char" (one shared character set) or "sentencepiece"

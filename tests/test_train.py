@@ -79,6 +79,29 @@ def test_resume_is_bit_identical(small_corpus, tmp_path):
   assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(params_2, params_b))
 
 
+def test_resume_is_bit_identical_with_augmentation(small_corpus, tmp_path):
+  """Every augmenter on (speed, noise, babble, reverberation, channel, SpecAugment)."""
+  root, sources = small_corpus
+  config = load_experiment(experiment("demo_ctc.py"), root, sources)
+  config.total_steps = 4
+  config.data.augment.update(speed_factors=(0.9, 1.0, 1.1), noise_prob=0.5, babble_prob=0.5,
+                             reverb_prob=0.5, channel_prob=0.5, simulated_rirs=8)
+  config.model.encoder.update(specaug_freq_masks=2, specaug_time_mask_rate=0.1)
+  train.run(config, str(tmp_path / "straight"))
+  train.run(config, str(tmp_path / "resumed"), stop_at_step=2)
+  train.run(config, str(tmp_path / "resumed"))
+  _, params_a = final_params(tmp_path / "straight")
+  _, params_b = final_params(tmp_path / "resumed")
+  for a, b in zip(params_a, params_b):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # Augmentation changed what was trained on: the same run without it ends elsewhere.
+  plain = load_experiment(experiment("demo_ctc.py"), root, sources)
+  plain.total_steps = 4
+  train.run(plain, str(tmp_path / "plain"))
+  _, params_c = final_params(tmp_path / "plain")
+  assert any(not np.array_equal(np.asarray(a), np.asarray(c)) for a, c in zip(params_a, params_c))
+
+
 def test_pretrain_with_kmeans_labels_then_finetune_from_it(small_corpus, tmp_path):
   """MFCC -> k-means -> labels -> HuBERT steps -> init_from surgery -> CTC steps."""
   from data_prep import dump_labels, extract_features, fit_kmeans  # pylint: disable=import-outside-toplevel

@@ -12,7 +12,7 @@ import jax
 import ml_collections
 import tqdm
 
-from mlasr.data import pipeline, tfds_builder
+from mlasr.data import augment, pipeline, tfds_builder
 from mlasr.data import tokenizer as tokenizer_lib
 
 SAMPLE_RATE = tfds_builder.SAMPLE_RATE
@@ -103,7 +103,8 @@ def train_iterator(config: ml_collections.ConfigDict, tokenizer=None, labels=Non
       langs=languages(config.data), tokenizer=tokenizer, labels=labels, alpha=config.data.alpha,
       buckets=buckets(config.data), seed=config.seed, shard_index=jax.process_index(),
       shard_count=jax.process_count(), worker_count=config.data.worker_count,
-      long_clips=config.data.get("long_clips"))
+      long_clips=config.data.get("long_clips"),
+      augment=augment.AugmentConfig.from_dict(config.data.get("augment", None)))
   return train.iterator(), train.weights, train.report
 
 

@@ -35,6 +35,7 @@ from typing import Any, Iterator, Protocol, Sequence
 import grain
 import numpy as np
 
+from mlasr.data import augment as augment_lib
 from mlasr.data import corpora
 from mlasr.data import sampling
 from mlasr.data import tfds_builder
@@ -185,7 +186,11 @@ def _read(sources, table: _Table, rows: Sequence[int]) -> list[dict[str, Any]]:
   return out
 
 
-def _pad_batch(exs: Sequence[dict], table: _Table, rows: Sequence[int], batch_size: int,
+def _waveform(ex: dict) -> np.ndarray:
+  return ex["audio"].astype(np.float32) / _PCM_SCALE
+
+
+def _pad_batch(waves: Sequence[np.ndarray], table: _Table, rows: Sequence[int], batch_size: int,
                num_samples: int, num_labels: int | None, offsets: Sequence[int],
                with_labels: bool) -> dict[str, np.ndarray]:
   audio = np.zeros([batch_size, num_samples], np.float32)
@@ -195,9 +200,9 @@ def _pad_batch(exs: Sequence[dict], table: _Table, rows: Sequence[int], batch_si
   if with_labels:
     labels = np.zeros([batch_size, num_labels], np.int32)
     label_mask = np.zeros([batch_size, num_labels], np.int32)
-  for r, (ex, e, off) in enumerate(zip(exs, rows, offsets)):
-    pcm = ex["audio"][off:off + num_samples]
-    audio[r, :len(pcm)] = pcm.astype(np.float32) / _PCM_SCALE
+  for r, (wave, e, off) in enumerate(zip(waves, rows, offsets)):
+    pcm = wave[off:off + num_samples]
+    audio[r, :len(pcm)] = pcm
     audio_mask[r, :len(pcm)] = 1
     lang_id[r] = table.lang_id[e]
     example_mask[r] = 1
@@ -216,25 +221,41 @@ class _StepToBatch:
   """step -> train batch; pure, picklable (grain workers receive a copy)."""
 
   def __init__(self, sources, table, buckets, num_labels, bucket_probs, lang_probs, members,
-               seed, shard_index, with_labels, targets=None):
+               seed, shard_index, with_labels, targets=None, augmenter=None):
     self.sources, self.table, self.buckets = sources, table, buckets
     self.num_labels, self.bucket_probs, self.lang_probs = num_labels, bucket_probs, lang_probs
     self.members, self.seed, self.shard_index = members, seed, shard_index
     self.with_labels = with_labels
     self.targets = targets  # _Targets or None
+    self.augmenter = augmenter  # augment.Augmenter or None
 
   def plan(self, step: int) -> tuple[int, list[int], list[int]]:
     """(bucket, table rows, crop offsets) of batch `step` on this host."""
+    return self.plan_with_speed(step)[:3]
+
+  def plan_with_speed(self, step: int) -> tuple[int, list[int], list[int], list[float]]:
+    """(bucket, table rows, crop offsets, speed factors) of batch `step` on this host.
+
+    A speed factor that would make a clip longer than its bucket is replaced by 1.0 (the
+    transcript cannot be cropped), so the slow factor reaches the shorter clips of a bucket.
+    """
     b = int(np.random.default_rng([self.seed, step]).choice(len(self.buckets),
                                                             p=self.bucket_probs))
     batch_size, num_samples = self.buckets[b]
     rng = np.random.default_rng([self.seed, step, 1 + self.shard_index])
     langs = rng.choice(len(self.lang_probs[b]), size=batch_size, p=self.lang_probs[b])
-    rows, offsets = [], []
-    for l in langs:
+    rows, offsets, factors = [], [], []
+    for r, l in enumerate(langs):
       m = self.members[b][l]
       e = int(m[rng.integers(len(m))])
       n = int(self.table.num_samples[e])
+      factor = 1.0
+      if self.augmenter is not None:
+        factor = self.augmenter.speed_factor(self.augmenter.rng(step, self.shard_index, r))
+        if self.targets is None and self.with_labels and round(n / factor) > num_samples:
+          factor = 1.0
+        n = int(round(n / factor))
+      factors.append(factor)
       rows.append(e)
       if n <= num_samples:
         offsets.append(0)
@@ -243,17 +264,33 @@ class _StepToBatch:
       else:  # Crop on the label grid so labels[offset / hop:] line up with the audio.
         hop = self.targets.hop
         offsets.append(hop * int(rng.integers((n - num_samples) // hop + 1)))
-    return b, rows, offsets
+    return b, rows, offsets, factors
 
   def __call__(self, step: int) -> dict[str, np.ndarray]:
-    b, rows, offsets = self.plan(step)
+    b, rows, offsets, factors = self.plan_with_speed(step)
     batch_size, num_samples = self.buckets[b]
-    exs = _read(self.sources, self.table, rows)
-    batch = _pad_batch(exs, self.table, rows, batch_size, num_samples, self.num_labels[b],
+    waves = [_waveform(ex) for ex in _read(self.sources, self.table, rows)]
+    if self.augmenter is not None:
+      waves = self._augment(step, waves, offsets, factors, num_samples)
+      offsets = [0] * len(waves)
+    batch = _pad_batch(waves, self.table, rows, batch_size, num_samples, self.num_labels[b],
                        offsets, self.with_labels)
     if self.targets is not None:
       batch.update(self.targets.batch(self.table, rows, offsets, batch_size, num_samples))
     return batch
+
+
+  def _augment(self, step, waves, offsets, factors, num_samples) -> list[np.ndarray]:
+    """Speed-perturbed, cropped, then augmented rows (babble drawn from the other rows)."""
+    aug = self.augmenter
+    waves = [aug.perturb_speed(w, f)[off:off + num_samples]
+             for w, f, off in zip(waves, factors, offsets)]
+    out = []
+    for r, w in enumerate(waves):
+      rng = aug.rng(step, self.shard_index, r)
+      aug.speed_factor(rng)  # the draw plan_with_speed() made; the next draws are the row's
+      out.append(aug(w, rng, others=waves[:r] + waves[r + 1:])[0])
+    return out
 
 
 class _Targets:
@@ -302,7 +339,8 @@ def train_data(data_dir: str, datasets: Sequence[tuple[str, str]], *, split: str
                buckets: Sequence[tuple[int, int]] | None = None, seed: int = 0,
                shard_index: int = 0, shard_count: int = 1, worker_count: int = 0,
                long_clips: str | None = None, num_steps: int = 2**40,
-               labels: Labels | None = None) -> TrainData:
+               labels: Labels | None = None,
+               augment: augment_lib.AugmentConfig | None = None) -> TrainData:
   """Builds the language-balanced, bucketed train input.
 
   Args:
@@ -324,6 +362,7 @@ def train_data(data_dir: str, datasets: Sequence[tuple[str, str]], *, split: str
       tokenizer, "crop" without.
     num_steps: length of the (effectively endless) step range.
     labels: a mlasr.targets.labels.LabelStore: adds `targets`/`target_mask` (see module doc).
+    augment: waveform augmentation (mlasr.data.augment), drawn from (seed, step, shard, row).
   """
   buckets = sorted([tuple(map(int, b)) for b in (buckets or make_buckets())], key=lambda x: x[1])
   langs = list(langs) if langs is not None else list(dict.fromkeys(l for _, l in datasets))
@@ -332,6 +371,10 @@ def train_data(data_dir: str, datasets: Sequence[tuple[str, str]], *, split: str
     raise ValueError(f"long_clips must be 'crop' or 'drop', got {long_clips!r}")
   if not 0 <= shard_index < shard_count:
     raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
+  augmenter = augment_lib.Augmenter(augment, seed) if augment and augment.enabled else None
+  if augmenter is not None and labels is not None and set(augment.speed_factors) - {1.0}:
+    raise ValueError("speed perturbation would move the frame labels of a LabelStore; use it "
+                     "for CTC or BEST-RQ, not with dumped HuBERT targets")
   report = corpora.DataReport()
   max_len = buckets[-1][1]
   table = _load_table(data_dir, datasets, split, langs, tokenizer,
@@ -366,7 +409,8 @@ def train_data(data_dir: str, datasets: Sequence[tuple[str, str]], *, split: str
   sources = [tfds_builder.data_source(data_dir, c, l, split) for c, l in datasets]
   step_fn = _StepToBatch(sources, table, buckets, num_labels, bucket_probs, lang_probs, members,
                          seed, shard_index, tokenizer is not None,
-                         _Targets(labels, datasets, split) if labels is not None else None)
+                         _Targets(labels, datasets, split) if labels is not None else None,
+                         augmenter)
   ds = grain.MapDataset.range(num_steps).map(step_fn)
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2))
   if worker_count > 0:
@@ -408,8 +452,8 @@ class EvalData:
     for b, rows in self.plan:
       batch_size, num_samples, num_labels = self.shapes[b]
       exs = _read(sources, self.table, rows)
-      batch = _pad_batch(exs, self.table, rows, batch_size, num_samples, num_labels,
-                         [0] * len(rows), self.with_labels)
+      batch = _pad_batch([_waveform(ex) for ex in exs], self.table, rows, batch_size,
+                         num_samples, num_labels, [0] * len(rows), self.with_labels)
       if self.labels is not None:
         batch.update(_Targets(self.labels, self.datasets, self.split).batch(
             self.table, rows, [0] * len(rows), batch_size, num_samples))

@@ -12,6 +12,7 @@ which gives exactly the number of output frames that only see real samples.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -168,6 +169,60 @@ def log_mel(audio: jax.Array, *, sample_rate: int = 16000, n_fft: int = 400,
   return jnp.log(mel + log_offset)
 
 
+class SpecAugment(NamedTuple):
+  """Frequency and adaptive time masking of [B, T, F] features (masked values set to 0, the
+  mean of utterance-normalised features).
+
+  Each of `freq_masks` masks has a width drawn uniformly from [0, freq_width] and a start from
+  [0, F - width]; an utterance of L frames gets min(max_time_masks, floor(time_mask_rate * L))
+  time masks, each of width uniform in [0, floor(time_width_ratio * L)] starting in
+  [0, L - width], so padding is never masked and short utterances are masked less.
+  """
+  freq_masks: int
+  freq_width: int
+  time_mask_rate: float
+  time_width_ratio: float
+  max_time_masks: int
+
+  @classmethod
+  def from_encoder_config(cls, cfg) -> "SpecAugment | None":
+    out = cls(int(cfg.specaug_freq_masks), int(cfg.specaug_freq_width),
+              float(cfg.specaug_time_mask_rate), float(cfg.specaug_time_width_ratio),
+              int(cfg.specaug_max_time_masks))
+    return out if out.freq_masks > 0 or out.time_mask_rate > 0 else None
+
+  def masks(self, key: jax.Array, shape: tuple[int, int, int], lengths: jax.Array):
+    """(freq_mask [B, F], time_mask [B, T]) booleans, True where masked."""
+    b, t, f = shape
+    kfw, kf0, ktw, kt0 = jax.random.split(key, 4)
+
+    def spans(kw, k0, count, max_width, extent, size):
+      # width ~ U{0..max_width}, start ~ U{0..extent - width}; [B, count] each.
+      width = jnp.floor(jax.random.uniform(kw, (b, count)) * (max_width[:, None] + 1))
+      start = jnp.floor(jax.random.uniform(k0, (b, count)) *
+                        (extent[:, None] - width + 1))
+      pos = jnp.arange(size, dtype=jnp.float32)[None, None, :]
+      return (pos >= start[..., None]) & (pos < (start + width)[..., None])  # [B, count, size]
+
+    freq = jnp.zeros((b, f), bool)
+    if self.freq_masks > 0:
+      width = jnp.full((b,), min(self.freq_width, f), jnp.float32)
+      freq = spans(kfw, kf0, self.freq_masks, width, jnp.full((b,), f, jnp.float32), f).any(1)
+    time = jnp.zeros((b, t), bool)
+    if self.time_mask_rate > 0 and self.max_time_masks > 0:
+      length = lengths.astype(jnp.float32)
+      count = jnp.minimum(jnp.floor(self.time_mask_rate * length), self.max_time_masks)
+      width = jnp.floor(self.time_width_ratio * length)
+      m = spans(ktw, kt0, self.max_time_masks, width, length, t)
+      active = jnp.arange(self.max_time_masks)[None, :] < count[:, None]
+      time = (m & active[..., None]).any(1)
+    return freq, time
+
+  def __call__(self, key: jax.Array, feats: jax.Array, lengths: jax.Array) -> jax.Array:
+    freq, time = self.masks(key, feats.shape, lengths)
+    return jnp.where(freq[:, None, :] | time[:, :, None], jnp.zeros((), feats.dtype), feats)
+
+
 class LogMelFrontend(nnx.Module):
   """Log-mel features + normalisation + ×2/×4 subsampling (frame stacking or conv2d)."""
 
@@ -181,6 +236,11 @@ class LogMelFrontend(nnx.Module):
     self.cfg = cfg
     self.dtype = jnp.dtype(cfg.dtype)
     mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels)  # fail early if librosa is missing
+    self.specaug = SpecAugment.from_encoder_config(cfg)
+    if self.specaug is not None:
+      # Forked from "dropout": nnx.reseed(model, dropout=...) in the update step fixes the
+      # masks as a function of (seed, step), as it does for dropout.
+      self.specaug_rngs = rngs["dropout"].fork()
     if cfg.logmel_norm == "global":
       # Corpus statistics, set with `set_global_stats`; not trained.
       self.global_mean = nnx.Variable(jnp.zeros((cfg.n_mels,)), out_sharding=("norm",),
@@ -222,7 +282,6 @@ class LogMelFrontend(nnx.Module):
     return conv_out_length(conv_out_length(n, 3, 2), 3, cfg.logmel_subsample // 2)
 
   def __call__(self, audio: jax.Array, audio_mask: jax.Array, deterministic: bool = True):
-    del deterministic
     cfg = self.cfg
     audio = jnp.where(audio_mask, audio, 0)
     lengths = audio_mask.sum(-1).astype(jnp.int32)
@@ -233,6 +292,8 @@ class LogMelFrontend(nnx.Module):
       feats = layers.masked_time_norm(feats, mel_mask, 1e-5)
     elif cfg.logmel_norm == "global":
       feats = (feats - self.global_mean[...]) / self.global_std[...]
+    if self.specaug is not None and not deterministic:
+      feats = self.specaug(self.specaug_rngs(), feats, self._mel_lengths(lengths))
     feats = jnp.where(mel_mask[..., None], feats, 0).astype(self.dtype)
     b, f, m = feats.shape
     s = cfg.logmel_subsample

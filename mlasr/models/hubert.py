@@ -44,6 +44,13 @@ class EncoderConfig:
   logmel_subsample: int = 2             # 2 -> 50 Hz, 4 -> 25 Hz
   subsampler: str = "stack"             # "stack" | "conv2d"
   subsampler_channels: int = 64
+  # SpecAugment on the normalised log-mels, training only (Park et al. 2019; adaptive time
+  # masks of Park et al. 2020: count and width proportional to the utterance length).
+  specaug_freq_masks: int = 0           # masks per utterance (LibriSpeech LD policy: 2)
+  specaug_freq_width: int = 27          # widest frequency mask, in mel bins (F)
+  specaug_time_mask_rate: float = 0.0   # masks per frame, pM (0.04 in Park 2020)
+  specaug_time_width_ratio: float = 0.04  # widest time mask as a share of the length, pS
+  specaug_max_time_masks: int = 20      # cap on the adaptive count
   # Projection and transformer.
   feat_proj_layer_norm: bool = True
   d_model: int = 768
@@ -138,8 +145,10 @@ class Encoder(nnx.Module):
     self.feat_proj_dropout = nnx.Dropout(cfg.feat_proj_dropout, rngs=rngs)
     self.mask_embedding = layers.param(jax.nn.initializers.uniform(1.0), rngs.params(), (d,),
                                        ("embed",))
-    self.pos_conv = layers.PositionalConv(d, cfg.pos_conv_kernel, cfg.pos_conv_groups,
-                                          dtype=dtype, rngs=rngs)
+    # pos_conv_kernel=0: no convolutional positional embedding (a conformer conv module in
+    # every block already gives the model relative position).
+    self.pos_conv = (layers.PositionalConv(d, cfg.pos_conv_kernel, cfg.pos_conv_groups,
+                                           dtype=dtype, rngs=rngs) if cfg.pos_conv_kernel else None)
     # Post-LN: LayerNorm after the pos-conv add; pre-LN: LayerNorm after the last block.
     self.layer_norm = layers.LayerNorm(d, eps=cfg.layer_norm_eps, dtype=dtype, rngs=rngs)
     self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs)
@@ -198,7 +207,8 @@ class Encoder(nnx.Module):
       x = jnp.where(channel_mask[:, None, :], jnp.zeros((), x.dtype), x)
 
     x = jnp.where(frame_mask[..., None], x, 0)  # as transformers: padding out of the pos conv
-    x = x + self.pos_conv(x)
+    if self.pos_conv is not None:
+      x = x + self.pos_conv(x)
     if not cfg.layer_norm_first:
       x = self.layer_norm(x)
     x = self.dropout(x, deterministic=deterministic)
