@@ -7,12 +7,14 @@ PIP ?= $(PYTHON) -m pip
 DATA ?= $(HOME)/mlasr_data
 WORK ?= $(HOME)/mlasr_runs
 
-# Debian packages: speech engines for the generated benchmark, sclite for scoring checks.
+# Debian packages: speech engines for the generated benchmark, sclite for scoring checks,
+# cmake/g++/zlib to build the kenlm Python module (pip builds it from source).
 # festival-hi/-mr/-te are only Recommends of the NSK voices, which --no-install-recommends
 # skips; without them those voices fail with "could not open file hindi_phones.scm".
 APT_PACKAGES := espeak-ng festival festvox-kallpc16k festival-hi festival-mr festival-te \
   festvox-hi-nsk festvox-mr-nsk festvox-te-nsk festvox-ru festvox-italp16k festvox-itapc16k \
-  festvox-czech-dita festvox-czech-ph festvox-suopuhe-mv festvox-ca-ona-hts sctk sox
+  festvox-czech-dita festvox-czech-ph festvox-suopuhe-mv festvox-ca-ona-hts sctk sox \
+  cmake g++ zlib1g-dev
 
 .PHONY: help install-system install install-test test demo bench clean-demo
 

@@ -100,6 +100,12 @@ class Tokenizer:
     """Characters each id stands for (word boundaries removed), in id order."""
     raise NotImplementedError
 
+  def id_strings(self, lang: str) -> list[str]:
+    """The text each id appends to a hypothesis, in id order, " " for a word boundary (blank:
+    ""). Joining them over a collapsed CTC path gives the hypothesis up to surrounding and
+    repeated spaces (what beam-search decoders build hypotheses from)."""
+    raise NotImplementedError
+
 
 class CharTokenizer(Tokenizer):
   """Character vocabulary, shared by all languages or one per language.
@@ -190,6 +196,11 @@ class CharTokenizer(Tokenizer):
 
   def _surfaces(self, lang: str) -> list[str]:
     return ["" if s == self.space_symbol else s for s in self._id_to_sym[self._key(lang)]]
+
+  def id_strings(self, lang: str) -> list[str]:
+    syms = self._id_to_sym[self._key(lang)]
+    return ["" if i == BLANK_ID else UNK_SURFACE if i == UNK_ID else
+            " " if s == self.space_symbol else s for i, s in enumerate(syms)]
 
   def extended_with(self, texts_by_lang: Mapping[str, Sequence[str]]) -> CharTokenizer:
     """Per-language vocabularies: a new language gets its own table (MMS: a new language
@@ -319,6 +330,11 @@ class SentencePieceTokenizer(Tokenizer):
   def _surfaces(self, lang: str) -> list[str]:
     del lang
     return [self._sp.id_to_piece(i).replace("\u2581", "") for i in range(self.vocab_size)]
+
+  def id_strings(self, lang: str) -> list[str]:
+    del lang
+    return ["" if i == BLANK_ID else UNK_SURFACE if i == UNK_ID else
+            self._sp.id_to_piece(i).replace("\u2581", " ") for i in range(self.vocab_size)]
 
   def unknown_chars(self, text: str, lang: str) -> int:
     del lang

@@ -1,0 +1,265 @@
+"""N-gram language models for CTC decoding: estimation, ARPA files, KenLM queries.
+
+KenLM's estimator (`lmplz`) needs Boost and is not in the `kenlm` pip package, which only
+queries models; so models are estimated here, with the method `lmplz` uses: interpolated
+modified Kneser-Ney smoothing (Chen & Goodman 1998) with discounts from count-of-counts,
+continuation counts for lower orders and raw counts for n-grams that start with <s>. They are
+written as ARPA files and queried with `kenlm.Model` (tests check KenLM's scores against a
+direct evaluation of the formulas and that every history's distribution sums to one).
+
+Two kinds per language (a unit is a "word" of the ARPA file):
+  - "char": characters, the space written as `|` (the wav2vec 2.0 word delimiter);
+  - "word": whitespace-separated words.
+
+Training text is the normalised training transcripts plus any extra text (e.g. the
+benchmark's `lm_text/<lang>.txt`), minus every sentence of the evaluation splits.
+
+  python -m mlasr.lm --workdir RUN [--extra_text DIR] [--char_order 6 --word_order 3]
+writes RUN/lm/<lang>/{char,word}.arpa and RUN/lm/meta.json.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+
+BOS, EOS, UNK = "<s>", "</s>", "<unk>"
+SPACE = "|"
+LOG10_ZERO = -99.0  # ARPA's "impossible" (KenLM writes -99 for <s>)
+
+
+def units(text: str, kind: str) -> list[str]:
+  """The LM's units of a normalised text: characters (space -> '|') or words."""
+  if kind == "char":
+    return [SPACE if c == " " else c for c in text]
+  if kind == "word":
+    return text.split()
+  raise ValueError(f"LM kind must be 'char' or 'word', got {kind!r}")
+
+
+@dataclasses.dataclass
+class NgramModel:
+  """An estimated model: for each order n, {ngram tuple: (log10 prob, log10 backoff)}."""
+  order: int
+  grams: list[dict[tuple[str, ...], tuple[float, float]]]
+  discounts: list[tuple[float, float, float]]
+
+  def write_arpa(self, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+      f.write("\n\\data\\\n")
+      for n in range(1, self.order + 1):
+        f.write(f"ngram {n}={len(self.grams[n - 1])}\n")
+      for n in range(1, self.order + 1):
+        f.write(f"\n\\{n}-grams:\n")
+        for gram, (prob, backoff) in sorted(self.grams[n - 1].items()):
+          line = f"{prob:.7f}\t{' '.join(gram)}"
+          if n < self.order and backoff != 0.0:
+            line += f"\t{backoff:.7f}"
+          f.write(line + "\n")
+      f.write("\n\\end\\\n")
+    os.replace(tmp, path)
+
+  def log10_prob(self, word: str, history: Sequence[str]) -> float:
+    """log10 p(word | history) by ARPA back-off semantics (what KenLM computes)."""
+    history = tuple(history)[-(self.order - 1):] if self.order > 1 else ()
+    backoff = 0.0
+    for start in range(len(history) + 1):
+      h = history[start:]
+      gram = h + (word,)
+      entry = self.grams[len(gram) - 1].get(gram)
+      if entry is not None:
+        return backoff + entry[0]
+      ctx = self.grams[len(h) - 1].get(h) if h else None
+      backoff += ctx[1] if ctx else 0.0
+    return backoff + self.grams[0][(UNK,)][0]
+
+
+def _discounts(adjusted: dict, max_count: int = 4) -> tuple[float, float, float]:
+  """Modified KN discounts D1, D2, D3+ from the count-of-counts of one order."""
+  t = collections.Counter(min(c, max_count) for c in adjusted.values())
+  t1, t2, t3, t4 = (t.get(k, 0) for k in (1, 2, 3, 4))
+  if t1 == 0 or t2 == 0:  # tiny or unusual text: fall back to one absolute discount
+    return (0.5, 1.0, 1.5)
+  y = t1 / (t1 + 2 * t2)
+  d = [1 - 2 * y * t2 / t1, 2 - 3 * y * t3 / t2 if t2 else 1.0,
+       3 - 4 * y * t4 / t3 if t3 else 1.5]
+  # lmplz refuses discounts outside (0, k]; small vocabularies (characters) can get there.
+  return tuple(min(max(dk, 0.05 * (k + 1)), float(k + 1)) for k, dk in enumerate(d))
+
+
+def estimate(sentences: Iterable[Sequence[str]], order: int) -> NgramModel:
+  """Interpolated modified Kneser-Ney model of `order` from unit sequences."""
+  if order < 2:
+    raise ValueError(f"order must be >= 2 (KenLM reads bigram models and up), got {order}")
+  raw = [collections.Counter() for _ in range(order)]
+  vocab = set()
+  for sent in sentences:
+    toks = [BOS] + list(sent) + [EOS]
+    vocab.update(sent)
+    for n in range(1, order + 1):
+      for i in range(max(0, 1 if n == 1 else 0), len(toks) - n + 1):
+        gram = tuple(toks[i:i + n])
+        if n == 1 and gram == (BOS,):
+          continue
+        raw[n - 1][gram] += 1
+  if not raw[0]:
+    raise ValueError("no training text for the language model")
+  # Adjusted counts: raw for the highest order and for n-grams starting with <s>; otherwise
+  # the number of distinct words seen before the n-gram (continuation counts).
+  adjusted = [dict() for _ in range(order)]
+  adjusted[order - 1] = dict(raw[order - 1])
+  for n in range(order - 1, 0, -1):
+    cont = collections.Counter()
+    for gram in raw[n]:  # n-grams of order n + 1
+      cont[gram[1:]] += 1
+    for gram, c in raw[n - 1].items():
+      adjusted[n - 1][gram] = c if gram[0] == BOS else cont.get(gram, c)
+    for gram, c in cont.items():  # lower n-grams seen only as suffixes of longer ones
+      adjusted[n - 1].setdefault(gram, c)
+  discounts = [_discounts(a) for a in adjusted]
+
+  def discount(n, c):
+    d1, d2, d3 = discounts[n - 1]
+    return d1 if c == 1 else d2 if c == 2 else d3
+
+  # Per history: total adjusted count and the backoff mass (sum of discounts).
+  totals, gammas = [], []
+  for n in range(1, order + 1):
+    total, mass = collections.Counter(), collections.Counter()
+    for gram, c in adjusted[n - 1].items():
+      total[gram[:-1]] += c
+      mass[gram[:-1]] += discount(n, c)
+    totals.append(total)
+    gammas.append({h: mass[h] / total[h] for h in total})
+
+  words = sorted(vocab | {EOS})
+  uniform = 1.0 / (len(words) + 1)  # + <unk>
+  probs: list[dict] = [dict() for _ in range(order)]
+  # Unigrams: interpolated with the uniform distribution over the vocabulary and <unk>.
+  g0 = gammas[0].get((), 0.0)
+  for gram, c in adjusted[0].items():
+    probs[0][gram] = (c - discount(1, c)) / totals[0][()] + g0 * uniform
+  probs[0][(UNK,)] = g0 * uniform
+  for n in range(2, order + 1):
+    for gram, c in adjusted[n - 1].items():
+      h = gram[:-1]
+      lower = _interpolated(probs, gram[1:])
+      probs[n - 1][gram] = (c - discount(n, c)) / totals[n - 1][h] + gammas[n - 1][h] * lower
+  grams = [dict() for _ in range(order)]
+  for n in range(1, order + 1):
+    for gram, p in probs[n - 1].items():
+      bo = gammas[n][gram] if n < order and gram in gammas[n] else 1.0
+      grams[n - 1][gram] = (math.log10(p), math.log10(bo) if bo > 0 else LOG10_ZERO)
+  # <s> is a history only: never predicted.
+  bos_bo = gammas[1].get((BOS,), 1.0) if order > 1 else 1.0
+  grams[0][(BOS,)] = (LOG10_ZERO, math.log10(bos_bo) if order > 1 else 0.0)
+  return NgramModel(order, grams, discounts)
+
+
+def _interpolated(probs: list[dict], gram: tuple[str, ...]) -> float:
+  """p(gram[-1] | gram[:-1]) from the already computed lower orders (gram is always listed:
+  every suffix of a seen n-gram is seen)."""
+  return probs[len(gram) - 1][gram]
+
+
+# ---------------------------------------------------------------------------------------------
+# Building a run's LMs.
+# ---------------------------------------------------------------------------------------------
+def training_text(train_texts: dict[str, list[str]], extra: dict[str, list[str]],
+                  held_out: dict[str, set[str]]) -> tuple[dict[str, list[str]], dict]:
+  """Per language: train transcripts + extra text, minus every held-out (dev/test) sentence.
+
+  Returns (texts, counts); the counts say how many sentences each source gave and how many
+  were removed because an evaluation split holds them.
+  """
+  out, counts = {}, {}
+  for lang in sorted(set(train_texts) | set(extra)):
+    banned = held_out.get(lang, set())
+    kept, removed = [], 0
+    for text in list(train_texts.get(lang, [])) + list(extra.get(lang, [])):
+      if not text:
+        continue
+      if text in banned:
+        removed += 1
+        continue
+      kept.append(text)
+    out[lang] = kept
+    counts[lang] = dict(train=len(train_texts.get(lang, [])), extra=len(extra.get(lang, [])),
+                        removed_eval_sentences=removed, kept=len(kept))
+  return out, counts
+
+
+def build_lms(texts: dict[str, list[str]], out_dir: str, char_order: int = 6,
+              word_order: int = 3) -> dict:
+  """Writes <out_dir>/<lang>/{char,word}.arpa for each language; returns their description."""
+  meta = {}
+  for lang, sents in sorted(texts.items()):
+    meta[lang] = {}
+    for kind, order in (("char", char_order), ("word", word_order)):
+      model = estimate((units(s, kind) for s in sents), order)
+      path = os.path.join(out_dir, lang, f"{kind}.arpa")
+      model.write_arpa(path)
+      meta[lang][kind] = dict(path=os.path.relpath(path, out_dir), order=order,
+                              ngrams=[len(g) for g in model.grams],
+                              discounts=[list(d) for d in model.discounts])
+  return meta
+
+
+def load_kenlm(path: str):
+  """A kenlm.Model (ARPA or binary), with a clear error where the package is missing."""
+  try:
+    import kenlm  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise ImportError("LM decoding needs the kenlm package: pip install kenlm (builds with "
+                      "cmake and a C++ compiler; `make install` does it)") from e
+  return kenlm.Model(path)
+
+
+def main(argv):
+  del argv
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from mlasr import config_lib  # pylint: disable=import-outside-toplevel
+  from mlasr.data import inputs, tfds_builder  # pylint: disable=import-outside-toplevel
+  f = flags.FLAGS
+  config = config_lib.load_config(f.workdir)
+  data_dir = inputs.data_dir(config.data)
+  train, held_out, extra = {}, {}, {}
+  for corpus, lang in inputs.datasets(config.data):
+    index = tfds_builder.load_index(data_dir, corpus, lang)
+    train.setdefault(lang, []).extend(index[config.data.train_split]["text_norm"])
+    for split in ("dev", "test"):
+      if split in index:
+        held_out.setdefault(lang, set()).update(index[split]["text_norm"])
+  extra_dir = f.extra_text or os.path.join(os.path.expanduser(config.data.root), "lm_text")
+  if os.path.isdir(extra_dir):
+    from mlasr.data import text as text_lib  # pylint: disable=import-outside-toplevel
+    for lang in train:
+      path = os.path.join(extra_dir, f"{lang}.txt")
+      if os.path.exists(path):
+        with open(path, encoding="utf-8") as fh:
+          extra[lang] = [text_lib.normalize(l.strip(), lang) for l in fh if l.strip()]
+  texts, counts = training_text(train, extra, held_out)
+  out_dir = os.path.join(f.workdir, "lm")
+  meta = build_lms(texts, out_dir, f.char_order, f.word_order)
+  with open(os.path.join(out_dir, "meta.json"), "w", encoding="utf-8") as fh:
+    json.dump(dict(models=meta, text=counts, extra_text=extra_dir if extra else ""), fh, indent=1)
+  for lang, c in counts.items():
+    print(f"{lang}: {c['kept']} sentences ({c['train']} train + {c['extra']} extra, "
+          f"{c['removed_eval_sentences']} dev/test sentences removed)")
+  print(f"LMs written to {out_dir}")
+
+
+if __name__ == "__main__":
+  from absl import app, flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string("workdir", None, "Training run whose data and tokenizer the LMs serve.")
+  flags.DEFINE_string("extra_text", "", "Directory of <lang>.txt extra LM text (default: "
+                      "<data root>/lm_text when it exists).")
+  flags.DEFINE_integer("char_order", 6, "Order of the character LMs.")
+  flags.DEFINE_integer("word_order", 3, "Order of the word LMs.")
+  flags.mark_flags_as_required(["workdir"])
+  app.run(main)
