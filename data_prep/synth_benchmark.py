@@ -274,8 +274,10 @@ def _plan_language(lang: str, spec: LangSpec, preset: Preset, seed: int) -> dict
       spk = speakers[0]
     babble.append((tuple(s.text for s in talker if s), spk.voice, spk.params,
                    int(rng.integers(2**31))))
+  held_out = {_normalize(c.text) for c in clips if c.table in ("dev", "test")}
+  lm_text = [s.text for s in pool if _normalize(s.text) not in held_out]
   return {"speakers": speakers, "clips": clips, "babble": tuple(babble), "shortfall": shortfall,
-          "pool_size": len(pool)}
+          "pool_size": len(pool), "lm_text": lm_text}
 
 
 def _clip_numbers(rng: np.random.Generator):
@@ -469,6 +471,10 @@ def write_metadata(root: pathlib.Path, preset_name: str, seed: int, plan: dict,
                  [[u] for u in chosen])
       subsets[name] = {"clips": len(chosen), "hours": round(total / 3600, 4),
                        "all_of_train": len(chosen) == len(train)}
+    # Text for language models: the language's sentence pool without any dev/test sentence
+    # (as a real corpus' text-only data would be), one raw sentence a line.
+    synth_audio.write_atomic(root / "lm_text" / f"{lang}.txt",
+                             ("\n".join(lp["lm_text"]) + "\n").encode("utf-8"))
     used_spk = {(c.table, c.speaker.speaker_id) for c in clips if c.table in SPLITS}
     for s in lp["speakers"]:
       if (s.split, s.speaker_id) in used_spk:

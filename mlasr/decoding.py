@@ -37,7 +37,8 @@ NEG_INF = -float("inf")
 @dataclasses.dataclass(frozen=True)
 class BeamConfig:
   beam: int = 16                 # prefixes kept per frame
-  prune_logp: float = -10.0      # labels below this log-probability in a frame are skipped
+  prune_logp: float = -5.0       # labels below this log-probability in a frame are skipped
+                                 # (pyctcdecode's token_min_logp)
   lm_weight: float = 0.0         # alpha (natural-log LM score scale)
   word_bonus: float = 0.0        # beta, per word of the hypothesis
   hotwords: tuple[str, ...] = ()  # words or phrases (each word of a phrase is boosted)
@@ -166,6 +167,11 @@ def prefix_beam_search(log_probs: np.ndarray, id_strings: Sequence[str], cfg: Be
       cands = cands[np.argsort(frame[cands])[::-1][:cfg.beam]]
     if BLANK_ID not in cands:
       cands = np.append(cands, BLANK_ID)
+    if len(cands) == 1:  # only the blank survives pruning (most frames): no new prefixes
+      lp = float(frame[BLANK_ID])
+      for prefix in beams.values():
+        prefix.p_blank, prefix.p_label = prefix.acoustic + lp, NEG_INF
+      continue
     nxt: dict[tuple[int, ...], _Prefix] = {}
 
     def get(key, parent, label):

@@ -22,6 +22,8 @@ import numpy as np
 from flax import nnx
 
 from mlasr import checkpoint as ckpt_lib
+from mlasr import decoding
+from mlasr import lm as lm_lib
 from mlasr import config_lib
 from mlasr import sharding as sharding_lib
 from mlasr.data import inputs
@@ -43,6 +45,54 @@ def transcribe(predict_fn, eval_data, tokenizer) -> list[dict]:
           hyp=tokenizer.decode(tokens[i, :lengths[i]].tolist(), lang),
           seconds=float(batch["audio_mask"][i].sum()) / inputs.SAMPLE_RATE))
   return utts
+
+
+def utterance_log_probs(log_probs_fn, eval_data) -> list[dict]:
+  """Runs `log_probs_fn(host batch) -> (log_probs, frame_mask)` over `eval_data`; per
+  utterance its metadata and the [frames, V] log-posteriors of its real frames."""
+  utts = []
+  for batch in eval_data.batches():
+    logp, frame_mask = jax.device_get(log_probs_fn(batch))
+    for i in np.flatnonzero(batch["example_mask"]):
+      utts.append(dict(
+          utt_id=str(batch["utt_id"][i]), lang=str(batch["lang"][i]),
+          corpus=str(batch["corpus"][i]), speaker=str(batch["speaker"][i]),
+          ref=str(batch["text_norm"][i]),
+          seconds=float(batch["audio_mask"][i].sum()) / inputs.SAMPLE_RATE,
+          log_probs=np.asarray(logp[i][np.asarray(frame_mask[i]) > 0], np.float64)))
+  return utts
+
+
+def beam_transcribe(utts: list[dict], tokenizer, settings: dict[str, dict], lm_dir: str = "",
+                    lm_kind: str = "", hotwords: tuple[str, ...] = (), hotword_weight: float = 0.0,
+                    beam: int = 16) -> list[dict]:
+  """Prefix beam search for each utterance (from utterance_log_probs), in place: sets "hyp".
+
+  settings: per language {lm_weight, word_bonus}; lm_kind "" decodes without an LM.
+  """
+  scorers = {}
+  for u in utts:
+    lang = u["lang"]
+    if lm_kind and lang not in scorers:
+      scorers[lang] = decoding.LMScorer(
+          lm_lib.load_kenlm(os.path.join(lm_dir, lang, f"{lm_kind}.arpa")), lm_kind)
+    s = settings.get(lang, {})
+    cfg = decoding.BeamConfig(beam=beam, lm_weight=s.get("lm_weight", 0.0) if lm_kind else 0.0,
+                              word_bonus=s.get("word_bonus", 0.0) if lm_kind else 0.0,
+                              hotwords=hotwords, hotword_weight=hotword_weight)
+    u["hyp"] = decoding.prefix_beam_search(u["log_probs"], tokenizer.id_strings(lang), cfg,
+                                           scorers.get(lang))[0][0]
+  return utts
+
+
+def tuned_lm_settings(lm_dir: str, lm_kind: str) -> dict[str, dict]:
+  """{lang: {lm_weight, word_bonus}} that `mlasr.lm --tune` chose on dev, per language."""
+  path = os.path.join(lm_dir, "tuned.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} is missing: run python -m mlasr.lm --workdir RUN --tune "
+                            "first (or pass --lm_weight and --word_bonus)")
+  with open(path, encoding="utf-8") as f:
+    return {lang: kinds[lm_kind] for lang, kinds in json.load(f).items() if lm_kind in kinds}
 
 
 def score(utts: list[dict], n_boot: int = 1000, meta: dict | None = None) -> dict:
@@ -87,11 +137,17 @@ def restore_model(workdir: str, step: int | None = None):
   return config, tokenizer, model, step
 
 
-def jitted_predict(config, model):
+def jitted_log_probs(config, model):
+  """batch (host numpy) -> (log_probs, frame_mask) of the CTC model, jitted per shape."""
+  return jitted_predict(config, model, "log_probs")
+
+
+def jitted_predict(config, model, fn: str = "predict"):
   """batch (host numpy) -> task.predict outputs, jitted once per batch shape."""
   task = importlib.import_module(f"mlasr.tasks.{config.task}")
   graphdef, state = nnx.split(model)
-  predict = jax.jit(lambda state, batch: task.predict(nnx.merge(graphdef, state), batch))
+  predict_fn = getattr(task, fn)
+  predict = jax.jit(lambda state, batch: predict_fn(nnx.merge(graphdef, state), batch))
   batch_sharding = sharding_lib.batch_sharding(sharding_lib.make_mesh(config.get("mesh")),
                                                sharding_lib.get_rules(config))
   return lambda batch: predict(state, sharding_lib.to_device(batch, batch_sharding))
@@ -137,14 +193,22 @@ def language_chooser(adapter_lang: str, model_langs, lid_workdir: str = ""):
 
 
 def run(workdir: str, split: str, n_boot: int = 1000, step: int | None = None,
-        adapter_lang: str = "", adapter_file: str = "", lid_workdir: str = "") -> dict:
+        adapter_lang: str = "", adapter_file: str = "", lid_workdir: str = "",
+        decoder: str = "greedy", lm_kind: str = "char", lm_dir: str = "", beam: int = 16,
+        lm_weight: float | None = None, word_bonus: float | None = None,
+        hotwords: tuple[str, ...] = (), hotword_weight: float = 0.0) -> dict:
   """Scores `workdir` on `split` and writes the report to <workdir>/eval_<split>[_<mode>]/.
 
   adapter_lang: '' uses each utterance's true language (oracle); a code forces that
   language's adapter/head on every utterance; 'auto' picks it per utterance with the LID
   model in `lid_workdir` (and reports LID accuracy beside the CER).
   adapter_file: an exported adapter (adapters.export_language) loaded before decoding.
+  decoder: "greedy" (best path, on device), "beam" (prefix beam search, no LM) or "beam_lm"
+    (with the `lm_kind` LM of `lm_dir`, default <workdir>/lm, at the weights tuned on dev
+    unless lm_weight / word_bonus are given). Hotwords work with both beam decoders.
   """
+  if decoder not in ("greedy", "beam", "beam_lm"):
+    raise ValueError(f"--decoder={decoder!r}; use greedy, beam or beam_lm")
   config, tokenizer, model, step = restore_model(workdir, step)
   if config.task == "lid":
     return run_lid(config, model, workdir, split, step)
@@ -161,7 +225,23 @@ def run(workdir: str, split: str, n_boot: int = 1000, step: int | None = None,
       batch = dict(batch, lang_id=chosen)
     return predict(batch)
 
-  utts = transcribe(predict_with_language, inputs.eval_data(config, split), tokenizer)
+  if decoder == "greedy":
+    utts = transcribe(predict_with_language, inputs.eval_data(config, split), tokenizer)
+  else:
+    if choose is not None:
+      raise ValueError("--adapter_lang with a beam decoder is not supported; use greedy")
+    lm_dir = lm_dir or os.path.join(workdir, "lm")
+    kind = lm_kind if decoder == "beam_lm" else ""
+    settings = {}
+    if kind:
+      settings = (tuned_lm_settings(lm_dir, kind) if lm_weight is None and word_bonus is None
+                  else collections.defaultdict(lambda: dict(lm_weight=lm_weight or 0.0,
+                                                            word_bonus=word_bonus or 0.0)))
+    utts = utterance_log_probs(jitted_log_probs(config, model), inputs.eval_data(config, split))
+    beam_transcribe(utts, tokenizer, settings, lm_dir, kind, tuple(hotwords), hotword_weight,
+                    beam)
+    for u in utts:
+      del u["log_probs"]
   groups = speaker_groups(config.data.root)
   for u in utts:
     if (group := groups.get((u["corpus"], u["lang"], u["speaker"]))) is not None:
@@ -169,7 +249,9 @@ def run(workdir: str, split: str, n_boot: int = 1000, step: int | None = None,
   meta = dict(workdir=os.path.abspath(workdir), split=split, step=step,
               sources=list(config.data.sources), adapter_lang=adapter_lang or "oracle",
               adapter_file=adapter_file, adapter_file_lang=loaded,
-              lid_workdir=os.path.abspath(lid_workdir) if lid_workdir else "")
+              lid_workdir=os.path.abspath(lid_workdir) if lid_workdir else "",
+              decoder=decoder, lm_kind=lm_kind if decoder == "beam_lm" else "", beam=beam,
+              hotwords=list(hotwords))
   results = score(utts, n_boot, meta)
   by_group = collections.defaultdict(list)
   for u in utts:
@@ -182,6 +264,8 @@ def run(workdir: str, split: str, n_boot: int = 1000, step: int | None = None,
     pred = np.concatenate([p for _, p in chosen_ids])
     results["lid"] = lid.scores(true, pred, list(model.langs))
   suffix = f"_{adapter_lang}" if adapter_lang else ""
+  if decoder != "greedy":
+    suffix += f"_{decoder}" + (f"_{lm_kind}" if decoder == "beam_lm" else "")
   out_dir = os.path.join(workdir, f"eval_{split}{suffix}")
   paths = report.write_report(results, out_dir, utts)
   config_lib.save_config(config, out_dir)
@@ -216,8 +300,14 @@ def run_lid(config, model, workdir: str, split: str, step: int) -> dict:
 
 def main(argv):
   del argv
-  run(flags.FLAGS.workdir, flags.FLAGS.split, flags.FLAGS.n_boot, flags.FLAGS.step,
-      flags.FLAGS.adapter_lang, flags.FLAGS.adapter_file, flags.FLAGS.lid_workdir)
+  f = flags.FLAGS
+  hotwords = tuple(w for w in f.hotwords.split(",") if w.strip())
+  if f.hotwords_file:
+    with open(f.hotwords_file, encoding="utf-8") as fh:
+      hotwords += tuple(l.strip() for l in fh if l.strip())
+  run(f.workdir, f.split, f.n_boot, f.step, f.adapter_lang, f.adapter_file, f.lid_workdir,
+      f.decoder, f.lm_kind, f.lm_dir, f.beam, f.lm_weight, f.word_bonus, hotwords,
+      f.hotword_weight)
 
 
 if __name__ == "__main__":
@@ -230,6 +320,16 @@ if __name__ == "__main__":
                       "true language, a code = that language for all, 'auto' = LID picks.")
   flags.DEFINE_string("adapter_file", "", "Load this exported adapter (.safetensors) first.")
   flags.DEFINE_string("lid_workdir", "", "Trained LID run for --adapter_lang=auto.")
+  flags.DEFINE_enum("decoder", "greedy", ["greedy", "beam", "beam_lm"],
+                    "greedy (best path), beam (prefix beam search), beam_lm (with an n-gram LM).")
+  flags.DEFINE_enum("lm_kind", "char", ["char", "word"], "Which LM beam_lm uses.")
+  flags.DEFINE_string("lm_dir", "", "LMs of `python -m mlasr.lm` (default <workdir>/lm).")
+  flags.DEFINE_integer("beam", 16, "Beam width.")
+  flags.DEFINE_float("lm_weight", None, "LM weight (default: tuned on dev, lm/tuned.json).")
+  flags.DEFINE_float("word_bonus", None, "Word insertion bonus (default: tuned on dev).")
+  flags.DEFINE_string("hotwords", "", "Comma-separated words/phrases to boost.")
+  flags.DEFINE_string("hotwords_file", "", "File of hotwords, one per line.")
+  flags.DEFINE_float("hotword_weight", 2.0, "Bonus per matched hotword character.")
   for name in ("adapter_lang", "adapter_file", "lid_workdir"):
     flags.DEFINE_alias(name.replace("_", "-"), name)  # --adapter-lang, as MMS spells it
   flags.mark_flags_as_required(["workdir"])

@@ -15,7 +15,10 @@ Training text is the normalised training transcripts plus any extra text (e.g. t
 benchmark's `lm_text/<lang>.txt`), minus every sentence of the evaluation splits.
 
   python -m mlasr.lm --workdir RUN [--extra_text DIR] [--char_order 6 --word_order 3]
-writes RUN/lm/<lang>/{char,word}.arpa and RUN/lm/meta.json.
+writes RUN/lm/<lang>/{char,word}.arpa and RUN/lm/meta.json;
+  python -m mlasr.lm --workdir RUN --tune
+chooses LM weight and word bonus per language on dev (RUN/lm/tuned.json), which
+`mlasr.evaluate --decoder beam_lm` then uses.
 """
 from __future__ import annotations
 
@@ -220,12 +223,55 @@ def load_kenlm(path: str):
   return kenlm.Model(path)
 
 
+LM_WEIGHTS = (0.0, 0.2, 0.4, 0.7, 1.0)
+WORD_BONUSES = (0.0, 1.0, 2.0)
+
+
+def tune(workdir: str, lm_dir: str, beam: int = 16, split: str = "dev") -> dict:
+  """Per language and LM kind, the (lm_weight, word_bonus) of the grid with the lowest CER
+  on `split`; written to <lm_dir>/tuned.json beside the models with every grid point's CER."""
+  from mlasr import evaluate, metrics  # pylint: disable=import-outside-toplevel
+  from mlasr.data import inputs  # pylint: disable=import-outside-toplevel
+  config, tokenizer, model, _ = evaluate.restore_model(workdir)
+  utts = evaluate.utterance_log_probs(evaluate.jitted_log_probs(config, model),
+                                      inputs.eval_data(config, split))
+  by_lang: dict[str, list[dict]] = collections.defaultdict(list)
+  for u in utts:
+    by_lang[u["lang"]].append(u)
+  tuned = {}
+  for lang, lang_utts in sorted(by_lang.items()):
+    tuned[lang] = {}
+    refs = [u["ref"] for u in lang_utts]
+    greedy_like = evaluate.beam_transcribe(lang_utts, tokenizer, {}, beam=beam)
+    no_lm = metrics.corpus_error_rate(metrics.char_edits(refs, [u["hyp"] for u in greedy_like]))
+    for kind in ("char", "word"):
+      grid = {}
+      for alpha in LM_WEIGHTS:
+        for beta in WORD_BONUSES if alpha > 0 else (0.0,):
+          settings = {lang: dict(lm_weight=alpha, word_bonus=beta)}
+          evaluate.beam_transcribe(lang_utts, tokenizer, settings, lm_dir, kind, beam=beam)
+          grid[f"{alpha},{beta}"] = metrics.corpus_error_rate(
+              metrics.char_edits(refs, [u["hyp"] for u in lang_utts]))
+      best = min(grid, key=grid.get)
+      alpha, beta = map(float, best.split(","))
+      tuned[lang][kind] = dict(lm_weight=alpha, word_bonus=beta, cer=grid[best],
+                               cer_without_lm=no_lm, grid=grid, split=split, beam=beam)
+      print(f"{lang} {kind} LM: weight {alpha}, bonus {beta}: {split} CER "
+            f"{100 * grid[best]:.1f} (beam without LM {100 * no_lm:.1f})")
+  with open(os.path.join(lm_dir, "tuned.json"), "w", encoding="utf-8") as fh:
+    json.dump(tuned, fh, indent=1)
+  return tuned
+
+
 def main(argv):
   del argv
   from absl import flags  # pylint: disable=import-outside-toplevel
   from mlasr import config_lib  # pylint: disable=import-outside-toplevel
   from mlasr.data import inputs, tfds_builder  # pylint: disable=import-outside-toplevel
   f = flags.FLAGS
+  if f.tune:
+    tune(f.workdir, os.path.join(f.workdir, "lm"), f.beam)
+    return
   config = config_lib.load_config(f.workdir)
   data_dir = inputs.data_dir(config.data)
   train, held_out, extra = {}, {}, {}
@@ -261,5 +307,8 @@ if __name__ == "__main__":
                       "<data root>/lm_text when it exists).")
   flags.DEFINE_integer("char_order", 6, "Order of the character LMs.")
   flags.DEFINE_integer("word_order", 3, "Order of the word LMs.")
+  flags.DEFINE_bool("tune", False, "Tune LM weight and word bonus per language on dev "
+                    "(after the LMs are built) and write lm/tuned.json.")
+  flags.DEFINE_integer("beam", 16, "Beam width for --tune.")
   flags.mark_flags_as_required(["workdir"])
   app.run(main)

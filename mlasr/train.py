@@ -42,10 +42,12 @@ flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initia
 
 
 class _QuietLibraries(std_logging.Filter):
-  """Drops the INFO chatter of orbax (dozens of lines per checkpoint) from the absl log."""
+  """Drops the INFO chatter of orbax (dozens of lines per checkpoint) and TFDS (a line per
+  split and shard while preparing data) from the absl log."""
 
   def filter(self, record):
-    return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
+    return record.levelno >= std_logging.WARNING or not any(
+        lib in record.pathname for lib in ("/orbax/", "/tensorflow_datasets/"))
 
 
 def train_state(model, optimizer) -> dict:

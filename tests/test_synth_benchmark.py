@@ -191,3 +191,14 @@ def test_lost_speaker_group_fails_loudly():
   sb.check_groups(plan, {next(iter(unseen))} if len(unseen) > 1 else set())  # a few: tolerated
   with pytest.raises(SystemExit, match=r"ru test: unseen .*none made"):
     sb.check_groups(plan, unseen)
+
+
+def test_lm_text_holds_no_dev_or_test_sentence(tiny_benchmark):
+  splits = _splits(tiny_benchmark)
+  for corpus, lang in {(c, l) for c, l, _ in splits}:
+    lm_text = (tiny_benchmark / "lm_text" / f"{lang}.txt").read_text(encoding="utf-8")
+    lm_norm = {sb._normalize(t) for t in lm_text.splitlines() if t}
+    held_out = {sb._normalize(t) for s in ("dev", "test") for _, _, t in splits[corpus, lang, s]}
+    train = {sb._normalize(t) for _, _, t in splits[corpus, lang, "train"]}
+    assert held_out and not lm_norm & held_out
+    assert train <= lm_norm  # the training transcripts are LM text too

@@ -53,7 +53,9 @@ def prepare_sources(data_cfg: ml_collections.ConfigDict) -> list[tuple[str, str]
   """Builds the array_record datasets that are missing (only process 0 writes)."""
   root = os.path.expanduser(data_cfg.root)
   if jax.process_index() == 0:
-    for corpus, lang in datasets(data_cfg):
+    todo = datasets(data_cfg)
+    for corpus, lang in tqdm.tqdm(todo, desc="prepare", unit="dataset",
+                                  disable=len(todo) < 2):
       tfds_builder.prepare(root, data_dir(data_cfg), corpus, lang,
                            num_workers=data_cfg.get("prepare_workers", 1))
   if jax.process_count() > 1:

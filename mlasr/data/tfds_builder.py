@@ -192,7 +192,12 @@ def prepare(root: str, data_dir: str, corpus: str, lang: str, *, num_workers: in
                          name=f"{corpus}_{lang}", description=f"{corpus} {lang}"),
                      data_dir=data_dir, file_format="array_record")
   if not os.path.isfile(os.path.join(out_dir, "dataset_info.json")):
-    builder.download_and_prepare()
+    # TFDS draws a bar per split and per shuffle; the caller shows one bar for the stage.
+    tfds.display_progress_bar(False)
+    try:
+      builder.download_and_prepare()
+    finally:
+      tfds.display_progress_bar(True)
     report.to_json(os.path.join(out_dir, REPORT_FILE))
   _write_index(out_dir)
   log.info("prepared %s/%s in %s\n%s", corpus, lang, out_dir, report.summary())

@@ -119,6 +119,13 @@ def eval_step(model: nnx.Module, batch: dict):
   return predict(model, batch)
 
 
+def log_probs(model: nnx.Module, batch: dict):
+  """Per-frame log-posteriors for host-side beam search: (log_probs [B, F, V], frame_mask)."""
+  logits, frame_mask = model(batch["audio"], batch["audio_mask"], deterministic=True,
+                             lang_id=batch.get("lang_id"))
+  return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), frame_mask
+
+
 def predict(model: nnx.Module, batch: dict):
   """Greedy hypotheses for a batch: (tokens [B, F], lengths [B])."""
   logits, frame_mask = model(batch["audio"], batch["audio_mask"], deterministic=True,

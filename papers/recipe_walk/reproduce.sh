@@ -11,12 +11,12 @@ PROBE_SOURCES="commonvoice:en+commonvoice:hi+commonvoice:ru+commonvoice:de"
 STEPS=${STEPS:-475}   # ~12.8 h of audio at 120 s per batch: the probe's budget
 mkdir -p "$RUNS"
 
-row() {  # row NAME PRESET SOURCES [--config.x=y ...]
-  local name=$1 preset=$2 sources=$3; shift 3
+row() {  # row NAME PRESET SOURCES [CONFIG_ARGS [--config.x=y ...]]
+  local name=$1 preset=$2 sources=$3 args=${4:-}; shift 3; [ $# -gt 0 ] && shift
   [ -f "$RUNS/$name/done" ] && { echo "$name: done"; return; }
   python -m data_prep.synth_benchmark --preset "$preset" --out "$DATA/$preset" >/dev/null
   local start=$(date +%s)
-  python -m mlasr.train --config "experiments/demo_ctc.py:root=$DATA/$preset,sources=$sources,steps=$STEPS" \
+  python -m mlasr.train --config "experiments/demo_ctc.py:root=$DATA/$preset,sources=$sources,steps=$STEPS${args:+,$args}" \
       --workdir "$RUNS/$name" "$@"
   echo $(( $(date +%s) - start )) > "$RUNS/$name/train_seconds"
   touch "$RUNS/$name/done"
@@ -24,8 +24,10 @@ row() {  # row NAME PRESET SOURCES [--config.x=y ...]
 
 declare -A ROWS
 ROWS[r0_demo_recipe]="probe $PROBE_SOURCES"
-ROWS[r1_no_dropout]="probe $PROBE_SOURCES --config.model.encoder.dropout=0 --config.model.encoder.attention_dropout=0 --config.model.encoder.feat_proj_dropout=0 --config.model.final_dropout=0"
-ORDER="r0_demo_recipe r1_no_dropout"
+ROWS[r1_no_dropout]="probe $PROBE_SOURCES dropout=0"
+ROWS[r2_4_layers]="probe $PROBE_SOURCES dropout=0,layers=4"
+ROWS[r3_no_pos_conv]="probe $PROBE_SOURCES dropout=0,layers=4,pos_conv=0"
+ORDER="r0_demo_recipe r1_no_dropout r2_4_layers r3_no_pos_conv"
 
 for name in ${@:-$ORDER}; do
   row "$name" ${ROWS[$name]}
