@@ -148,7 +148,8 @@ def test_plan_depends_on_seed():
 
 # One short native sentence per language: enough for every engine to produce speech.
 _VOICE_CHECK_TEXT = {
-    "en": "The weather is nice today.", "it": "Oggi il tempo è bello.",
+    "en": "The weather is nice today.", "de": "Heute ist das Wetter schön.",
+    "it": "Oggi il tempo è bello.",
     "ca": "Avui fa bon temps.", "fi": "Tänään on kaunis ilma.", "cs": "Dnes je hezké počasí.",
     "ru": "Сегодня хорошая погода.", "hi": "आज मौसम अच्छा है।", "mr": "आज हवामान छान आहे.",
     "te": "ఈ రోజు వాతావరణం బాగుంది.",
