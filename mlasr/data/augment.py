@@ -29,6 +29,7 @@ import hashlib
 import logging
 import os
 import pathlib
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -380,11 +381,19 @@ class Augmenter:
     return np.clip(x, -1.0, 1.0).astype(np.float32), applied
 
 
+_RIR_POOL_LOCK = threading.Lock()
+
+
 @functools.lru_cache(maxsize=4)
 def _cached_rirs(count: int, rt60: tuple[float, float], seed: int) -> list[np.ndarray]:
   """The simulated RIR pool, kept in $MLASR_CACHE/rirs so that workers and reruns reuse it."""
   if count <= 0:
     return []
+  with _RIR_POOL_LOCK:  # grain's reader threads: one simulates, the others wait and load it
+    return _load_or_simulate_rirs(count, rt60, seed)
+
+
+def _load_or_simulate_rirs(count: int, rt60: tuple[float, float], seed: int) -> list[np.ndarray]:
   key = hashlib.sha256(repr((count, rt60, seed, "v1")).encode()).hexdigest()[:16]
   cache = pathlib.Path(os.environ.get("MLASR_CACHE", "~/.cache/mlasr")).expanduser() / "rirs"
   path = cache / f"{key}.npz"
@@ -393,7 +402,7 @@ def _cached_rirs(count: int, rt60: tuple[float, float], seed: int) -> list[np.nd
       return [z[f"r{i}"] for i in range(count)]
   rirs = simulate_rirs(count, rt60, seed)
   cache.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+  tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp.npz")
   np.savez(tmp, **{f"r{i}": r for i, r in enumerate(rirs)})
   os.replace(tmp, path)
   return rirs

@@ -186,8 +186,11 @@ def _read(sources, table: _Table, rows: Sequence[int]) -> list[dict[str, Any]]:
   return out
 
 
-def _waveform(ex: dict) -> np.ndarray:
-  return ex["audio"].astype(np.float32) / _PCM_SCALE
+def _waveform(ex: dict, offset: int = 0, num_samples: int | None = None) -> np.ndarray:
+  """float32 audio of ex[offset:offset + num_samples]; the int16 clip is cropped first, so a
+  long clip in a short bucket is not converted whole."""
+  pcm = ex["audio"][offset:None if num_samples is None else offset + num_samples]
+  return pcm.astype(np.float32) / _PCM_SCALE
 
 
 def _pad_batch(waves: Sequence[np.ndarray], table: _Table, rows: Sequence[int], batch_size: int,
@@ -269,16 +272,18 @@ class _StepToBatch:
   def __call__(self, step: int) -> dict[str, np.ndarray]:
     b, rows, offsets, factors = self.plan_with_speed(step)
     batch_size, num_samples = self.buckets[b]
-    waves = [_waveform(ex) for ex in _read(self.sources, self.table, rows)]
-    if self.augmenter is not None:
-      waves = self._augment(step, waves, offsets, factors, num_samples)
-      offsets = [0] * len(waves)
+    examples = _read(self.sources, self.table, rows)
+    if self.augmenter is not None:  # speed perturbation needs the whole clip before the crop
+      waves = self._augment(step, [_waveform(ex) for ex in examples], offsets, factors,
+                            num_samples)
+    else:
+      waves = [_waveform(ex, off, num_samples) for ex, off in zip(examples, offsets)]
+    # Rows are cropped already; `offsets` still places the frame labels (targets) below.
     batch = _pad_batch(waves, self.table, rows, batch_size, num_samples, self.num_labels[b],
-                       offsets, self.with_labels)
+                       [0] * len(waves), self.with_labels)
     if self.targets is not None:
       batch.update(self.targets.batch(self.table, rows, offsets, batch_size, num_samples))
     return batch
-
 
   def _augment(self, step, waves, offsets, factors, num_samples) -> list[np.ndarray]:
     """Speed-perturbed, cropped, then augmented rows (babble drawn from the other rows)."""
