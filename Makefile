@@ -44,6 +44,12 @@ demo: install
 	$(PYTHON) -m data_prep.synth_benchmark --preset demo --out $(DATA)/demo
 	$(PYTHON) -m mlasr.train --config experiments/demo_ctc.py:root=$(DATA)/demo --workdir $(WORK)/demo_ctc
 	$(PYTHON) -m mlasr.evaluate --workdir $(WORK)/demo_ctc --split test
+	$(PYTHON) -m mlasr.lm --workdir $(WORK)/demo_ctc
+	$(PYTHON) -m mlasr.lm --workdir $(WORK)/demo_ctc --tune --tune_kinds=char --beam=8 \
+	    --lm_weights=0.2,0.4,0.6 --word_bonuses=0,1,2
+	$(PYTHON) -m mlasr.evaluate --workdir $(WORK)/demo_ctc --split test --decoder=beam_lm \
+	    --lm_kind=char --beam=8
+	$(PYTHON) -m mlasr.evaluators.compare --workdir $(WORK)/demo_ctc --split test
 
 bench: install-test
 	$(PYTHON) benchmarks/pipeline_throughput.py

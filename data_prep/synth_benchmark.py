@@ -78,16 +78,17 @@ PRESETS = {
                     "cs": LangSpec(_VP, 0.015, 0.3, 0.5, 5)},
                    {"train_10min": 20.0, "train_1h": 60.0}, extra_cv_rows=2),
     # Budgets are estimates from text length; festival test speakers and Indic text come out
-    # ~20 % longer. Measured: ~4.4 h in all, en/te train ratio ~12x.
-    "demo": Preset({"en": LangSpec(_CV, 1.15, 4, 4, 40),
-                    "ru": LangSpec(_CV, 0.8, 4, 4, 32),
-                    "it": LangSpec(_CV, 0.4, 3, 3.5, 24),
-                    "ca": LangSpec(_CV, 0.2, 2.5, 2.5, 16),
-                    "hi": LangSpec(_CV, 0.18, 2.5, 2.5, 16),
-                    "mr": LangSpec(_CV, 0.13, 2, 2.5, 14),
-                    "te": LangSpec(_CV, 0.08, 2, 2.5, 12),
-                    "cs": LangSpec(_VP, 0.35, 3, 3.5, 24),
-                    "fi": LangSpec(_VP, 0.1, 2, 2.5, 14)},
+    # ~20 % longer. Test: >= 100 utterances per language (CIs of a few points); train: no
+    # language under 15 minutes, English still ~5x Telugu (the low-resource shape).
+    "demo": Preset({"en": LangSpec(_CV, 1.15, 2.5, 8.5, 40),
+                    "ru": LangSpec(_CV, 0.8, 2.5, 8.5, 32),
+                    "it": LangSpec(_CV, 0.4, 2.5, 8.5, 24),
+                    "ca": LangSpec(_CV, 0.3, 2.5, 8.5, 16),
+                    "hi": LangSpec(_CV, 0.3, 2.5, 8.5, 16),
+                    "mr": LangSpec(_CV, 0.25, 2.5, 8.5, 14),
+                    "te": LangSpec(_CV, 0.25, 2.5, 8.5, 12),
+                    "cs": LangSpec(_VP, 0.35, 2.5, 8.5, 24),
+                    "fi": LangSpec(_VP, 0.25, 2.5, 8.5, 14)},
                    ML_SUPERB_SUBSETS),
     "paper": Preset({"en": LangSpec(_CV, 5.0, 10, 12, 80),
                      "ru": LangSpec(_CV, 3.5, 10, 12, 64),

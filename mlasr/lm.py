@@ -227,7 +227,10 @@ LM_WEIGHTS = (0.0, 0.2, 0.4, 0.7, 1.0)
 WORD_BONUSES = (0.0, 1.0, 2.0)
 
 
-def tune(workdir: str, lm_dir: str, beam: int = 16, split: str = "dev") -> dict:
+def tune(workdir: str, lm_dir: str, beam: int = 16, split: str = "dev",
+         kinds: tuple[str, ...] = ("char", "word"),
+         lm_weights: tuple[float, ...] = LM_WEIGHTS,
+         word_bonuses: tuple[float, ...] = WORD_BONUSES) -> dict:
   """Per language and LM kind, the (lm_weight, word_bonus) of the grid with the lowest CER
   on `split`; written to <lm_dir>/tuned.json beside the models with every grid point's CER."""
   from mlasr import evaluate, metrics  # pylint: disable=import-outside-toplevel
@@ -244,10 +247,10 @@ def tune(workdir: str, lm_dir: str, beam: int = 16, split: str = "dev") -> dict:
     refs = [u["ref"] for u in lang_utts]
     greedy_like = evaluate.beam_transcribe(lang_utts, tokenizer, {}, beam=beam)
     no_lm = metrics.corpus_error_rate(metrics.char_edits(refs, [u["hyp"] for u in greedy_like]))
-    for kind in ("char", "word"):
+    for kind in kinds:
       grid = {}
-      for alpha in LM_WEIGHTS:
-        for beta in WORD_BONUSES if alpha > 0 else (0.0,):
+      for alpha in lm_weights:
+        for beta in word_bonuses if alpha > 0 else (0.0,):
           settings = {lang: dict(lm_weight=alpha, word_bonus=beta)}
           evaluate.beam_transcribe(lang_utts, tokenizer, settings, lm_dir, kind, beam=beam)
           grid[f"{alpha},{beta}"] = metrics.corpus_error_rate(
@@ -270,7 +273,9 @@ def main(argv):
   from mlasr.data import inputs, tfds_builder  # pylint: disable=import-outside-toplevel
   f = flags.FLAGS
   if f.tune:
-    tune(f.workdir, os.path.join(f.workdir, "lm"), f.beam)
+    tune(f.workdir, os.path.join(f.workdir, "lm"), f.beam, kinds=tuple(f.tune_kinds),
+         lm_weights=tuple(map(float, f.lm_weights)),
+         word_bonuses=tuple(map(float, f.word_bonuses)))
     return
   config = config_lib.load_config(f.workdir)
   data_dir = inputs.data_dir(config.data)
@@ -310,5 +315,9 @@ if __name__ == "__main__":
   flags.DEFINE_bool("tune", False, "Tune LM weight and word bonus per language on dev "
                     "(after the LMs are built) and write lm/tuned.json.")
   flags.DEFINE_integer("beam", 16, "Beam width for --tune.")
+  flags.DEFINE_list("tune_kinds", ["char", "word"], "LM kinds --tune tunes (char, word).")
+  flags.DEFINE_list("lm_weights", [str(w) for w in LM_WEIGHTS], "--tune grid: LM weights.")
+  flags.DEFINE_list("word_bonuses", [str(b) for b in WORD_BONUSES],
+                    "--tune grid: word-insertion bonuses.")
   flags.mark_flags_as_required(["workdir"])
   app.run(main)

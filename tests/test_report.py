@@ -196,3 +196,39 @@ def test_known_sclite_differences(tmp_path):
   assert theirs["u-1"] == (1, 0, 1, 1)
   # Shifted match: sclite prefers 2 hits + 6 D/I over Levenshtein's 5 substitutions.
   assert ours.errors[1] == 5 and sum(theirs["u-2"][1:]) == 6
+
+
+def _with_groups(utts, meta):
+  results = report.build_results(utts, n_boot=50, seed=0, meta=meta)
+  results["by_group"] = {g: report.build_results([u for u in utts if u["group"] == g], n_boot=50)
+                         for g in GROUPS}
+  return results
+
+
+def test_decoder_comparison_table(tmp_path):
+  """greedy and LM rows side by side, the CERs those results hold (checked with jiwer)."""
+  import jiwer  # pylint: disable=import-outside-toplevel
+  from mlasr.evaluators import compare  # pylint: disable=import-outside-toplevel
+  utts = [u for u in _utts() if u["lang"] != "cs"]  # jiwer rejects an empty reference
+  fixed = [dict(u, hyp=u["ref"]) if u["lang"] == "hi" else u for u in utts]  # "the LM" fixes hi
+  for folder, rows_, meta in (("eval_test", utts, dict(decoder="greedy", beam=16)),
+                              ("eval_test_beam_lm_char", fixed,
+                               dict(decoder="beam_lm", lm_kind="char", beam=16)),
+                              ("eval_dev", fixed, dict(decoder="greedy"))):
+    report.write_report(_with_groups(rows_, meta), str(tmp_path / folder))
+  markdown = compare.write(str(tmp_path), "test")
+  table = compare.rows(compare.collect(str(tmp_path), "test"))
+  assert [(r["group"], r["decoder"]) for r in table] == [
+      ("seen", "greedy"), ("seen", "beam 16 + char LM"), ("unseen", "greedy"),
+      ("unseen", "beam 16 + char LM"), ("all", "greedy"), ("all", "beam 16 + char LM")]
+  for r in table:
+    source = utts if r["decoder"] == "greedy" else fixed
+    for lang, cer in r["cer"].items():
+      pick = [u for u in source if u["lang"] == lang and r["group"] in ("all", u["group"])]
+      expected = jiwer.cer([u["ref"] for u in pick], [u["hyp"] for u in pick])
+      assert cer == pytest.approx(expected, abs=1e-9), (r["group"], r["decoder"], lang)
+  assert table[-1]["cer"]["hi"] == 0.0 and table[-2]["cer"]["hi"] > 0.0
+  assert "| seen voices | greedy |" in markdown
+  assert os.path.exists(tmp_path / "compare_test.json")  # eval_dev/ was not mixed in
+  with pytest.raises(FileNotFoundError, match="mlasr.evaluate first"):
+    compare.collect(str(tmp_path / "eval_dev"), "test")

@@ -62,10 +62,17 @@ def final_params(workdir, step=None):
   return step, jax.tree.leaves(nnx.state(model, nnx.Param))
 
 
+def _with_dropout(config):
+  """Dropout on (the demo recipe has it off), so the resume tests cover its masks too."""
+  config.model.encoder.update(dropout=0.1, attention_dropout=0.1, feat_proj_dropout=0.1)
+  config.model.final_dropout = 0.1
+
+
 def test_resume_is_bit_identical(small_corpus, tmp_path):
   root, sources = small_corpus
   config = load_experiment(experiment("demo_ctc.py"), root, sources)
   config.total_steps = 4
+  _with_dropout(config)
   train.run(config, str(tmp_path / "straight"))
   train.run(config, str(tmp_path / "resumed"), stop_at_step=2)  # "preempted" after step 2
   assert ckpt_lib.Checkpointer(str(tmp_path / "resumed")).latest_step() == 2
@@ -93,6 +100,7 @@ def test_resume_is_bit_identical_with_augmentation(small_corpus, tmp_path):
   config.data.augment.update(speed_factors=(0.9, 1.0, 1.1), noise_prob=0.5, babble_prob=0.5,
                              reverb_prob=0.5, channel_prob=0.5, simulated_rirs=8)
   config.model.encoder.update(specaug_freq_masks=2, specaug_time_mask_rate=0.1)
+  _with_dropout(config)
   train.run(config, str(tmp_path / "straight"))
   train.run(config, str(tmp_path / "resumed"), stop_at_step=2)
   train.run(config, str(tmp_path / "resumed"))
@@ -107,6 +115,7 @@ def test_resume_is_bit_identical_with_augmentation(small_corpus, tmp_path):
   # Augmentation changed what was trained on: the same run without it ends elsewhere.
   plain = load_experiment(experiment("demo_ctc.py"), root, sources)
   plain.total_steps = 4
+  _with_dropout(plain)
   train.run(plain, str(tmp_path / "plain"))
   _, params_c = final_params(tmp_path / "plain")
   assert any(not np.array_equal(np.asarray(a), np.asarray(c)) for a, c in zip(params_a, params_c))
