@@ -3,9 +3,10 @@ r"""CTC fine-tuning of a pretrained encoder on a tiny labeled set (ML-SUPERB 10 
   python -m mlasr.train --config experiments/ctc_finetune.py:root=D,split=train_10min,\
 init_from=W/hubert_it2 --workdir W/ft_10min
 Leave `init_from` empty for the from-scratch baseline with the identical architecture and
-budget. HuBERT's fine-tuning recipe (ANCHORS.md; mlasr.config_lib.finetune_config): tri-stage
-LR, front end frozen throughout, transformer frozen for the first `freeze_steps` updates, time
-and channel masking.
+budget. HuBERT's fine-tuning recipe (fairseq examples/hubert/config/finetune;
+mlasr.config_lib.finetune_config): tri-stage LR, front end frozen throughout, transformer frozen
+for the first `freeze_steps` updates, time masking (channel masking off, measured in
+config_lib).
 """
 from mlasr import config_lib
 

@@ -12,9 +12,9 @@ Iteration 2: features from layer `layer` of the iteration-1 model (extract_featu
 BEST-RQ instead of k-means: `targets=bestrq` (no labels, no iterations).
 papers/hubert_lowres/reproduce.sh runs the whole study.
 
-Deviations from fairseq's HuBERT Base recipe (ANCHORS.md), all for a 2-core CPU: the `tiny`
-log-mel encoder at 25 Hz, pre-LN (Base: waveform convs at 50 Hz, post-LN) and therefore
-mask_length 5 frames (= 200 ms, as fairseq's 10 frames at 50 Hz); a far smaller batch and
+Deviations from fairseq's HuBERT Base recipe (examples/hubert/config/pretrain/
+hubert_base_librispeech.yaml), all for a 2-core CPU: the `tiny` log-mel encoder at 25 Hz,
+pre-LN (Base: waveform convs at 50 Hz, post-LN) and therefore mask_length 5 frames (= 200 ms, as fairseq's 10 frames at 50 Hz); a far smaller batch and
 step count; lr 1e-3.
 `preset=base` restores the Base encoder with fairseq's masking, final_dim and lr.
 """

@@ -128,8 +128,9 @@ def finetune_config(*, root: str, sources: str, split: str, init_from: str, step
                     layers: int, lr: float, freeze_steps: int) -> ml_collections.ConfigDict:
   """CTC fine-tuning of the tiny pre-LN encoder (experiments/ctc_finetune.py, ctc_adapters.py).
 
-  HuBERT's fine-tuning recipe (ANCHORS.md): tri-stage LR, front end frozen throughout,
-  transformer frozen for the first `freeze_steps` updates, time and channel masking.
+  HuBERT's fine-tuning recipe (fairseq examples/hubert/config/finetune): tri-stage LR, front
+  end frozen throughout, transformer frozen for the first `freeze_steps` updates, time masking
+  (channel masking is available but off here: see the measurement below).
   """
   config = base_ctc_config()
   config.total_steps = steps

@@ -1,4 +1,4 @@
-r"""The mlasr training loop: one linear script for every task (CTC now; pretraining later).
+r"""The mlasr training loop: one linear script for every task (CTC, HuBERT/BEST-RQ, LID).
 
   python -m mlasr.train --config experiments/demo_ctc.py:root=$HOME/mlasr_data/demo \
       --workdir $HOME/mlasr_runs/demo_ctc [--config.total_steps=200 ...]

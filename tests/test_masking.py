@@ -55,7 +55,7 @@ def test_reference_matches_exact_expectation():
     want = expected_fraction(t, **{"length": 10, "prob": 0.8, "min_masks": 2})
     assert abs(got - want) < 0.004, (t, got, want)
   # Long utterances: ~56.7 % before trimming; batch-minimum trimming (8 rows) brings it into
-  # the 50-55 % that ANCHORS.md quotes.
+  # 50-55 %, the range the HuBERT recipe (mask_prob 0.8, length 10, overlapping spans) masks.
   assert 0.565 < expected_fraction(500, 10, 0.8, 2) < 0.568
   trimmed = numpy_masks(250, [500] * 8, 500, require_same_masks=True, **HUBERT).mean()
   assert 0.50 < trimmed < 0.55

@@ -179,6 +179,6 @@ def test_presets():
   assert (large.d_model, large.num_layers, large.layer_norm_first, large.extractor_mode) == \
       (1024, 24, True, "layer_norm")
   assert base.conv_kernel == (10, 3, 3, 3, 3, 2, 2) and base.conv_stride == (5,) + (2,) * 6
-  assert tiny.frontend == "logmel" and dataclasses.replace(tiny, frontend="waveform")
+  assert tiny.frontend == "logmel"
   with pytest.raises(KeyError, match="known"):
     hubert.get_config("huge")

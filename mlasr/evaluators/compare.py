@@ -66,10 +66,10 @@ def to_markdown(table: Sequence[Mapping[str, Any]]) -> str:
   lines = ["| speakers | decoder | " + " | ".join(langs) + " | **macro** |",
            "|---|---|" + "---:|" * len(langs) + "---|"]
   for r in table:
-    cells = [report._pct(r["cer"].get(l)) for l in langs]  # pylint: disable=protected-access
+    pct, ci = report._pct, report._ci  # pylint: disable=protected-access
+    cells = [pct(r["cer"].get(l)) for l in langs]
     lines.append(f"| {_GROUP_NAMES.get(r['group'], r['group'])} | {r['decoder']} | "
-                 + " | ".join(cells) + f" | **{report._pct(r['macro'])}** "  # pylint: disable=protected-access
-                 f"{report._ci(r['macro_ci'])} |")  # pylint: disable=protected-access
+                 + " | ".join(cells) + f" | **{pct(r['macro'])}** {ci(r['macro_ci'])} |")
   return "\n".join(lines + ["", "Test CER (%) per language; macro = unweighted mean over "
                             "languages with its 95% bootstrap CI."]) + "\n"
 

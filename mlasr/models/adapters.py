@@ -1,6 +1,6 @@
 """Per-language bottleneck adapters and CTC heads (MMS): a few MB per language, shared encoder.
 
-After transformer block i, for an example of language l (Pratap et al. 2023, ANCHORS.md):
+After transformer block i, for an example of language l (Pratap et al. 2023, MMS):
 
     x <- x + W_up[l, i] · relu(W_down[l, i] · LN[l, i](x))
 
