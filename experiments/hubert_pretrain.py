@@ -14,8 +14,8 @@ papers/hubert_lowres/reproduce.sh runs the whole study.
 
 Deviations from fairseq's HuBERT Base recipe (examples/hubert/config/pretrain/
 hubert_base_librispeech.yaml), all for a 2-core CPU: the `tiny` log-mel encoder at 25 Hz,
-pre-LN (Base: waveform convs at 50 Hz, post-LN) and therefore mask_length 5 frames (= 200 ms, as fairseq's 10 frames at 50 Hz); a far smaller batch and
-step count; lr 1e-3.
+pre-LN (Base: waveform convs at 50 Hz, post-LN) and therefore mask_length 5 frames (= 200 ms,
+as fairseq's 10 frames at 50 Hz); a far smaller batch and step count; lr 1e-3.
 `preset=base` restores the Base encoder with fairseq's masking, final_dim and lr.
 """
 from mlasr import config_lib
