@@ -112,13 +112,12 @@ def test_resume_is_bit_identical_with_augmentation(small_corpus, tmp_path):
   assert step_a == step_b == 4
   for a, b in zip(params_a, params_b):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  # Augmentation changed what was trained on: the same run without it ends elsewhere.
+  # Augmentation changed what was trained on: one step without it has another loss.
   plain = load_experiment(experiment("demo_ctc.py"), root, sources)
-  plain.total_steps = 4
+  plain.total_steps = 1
   _with_dropout(plain)
   train.run(plain, str(tmp_path / "plain"))
-  _, params_c = final_params(tmp_path / "plain")
-  assert any(not np.array_equal(np.asarray(a), np.asarray(c)) for a, c in zip(params_a, params_c))
+  assert _train_losses(tmp_path / "plain")[0] != _train_losses(tmp_path / "straight")[0]
 
 
 def test_pretrain_with_kmeans_labels_then_finetune_from_it(small_corpus, tmp_path):
