@@ -118,6 +118,13 @@ def speaker_groups(root: str) -> dict[tuple[str, str, str], str]:
   return groups
 
 
+def tag_speaker_groups(utts: list[dict], groups: dict[tuple[str, str, str], str]) -> None:
+  """Sets u["group"] (e.g. seen/unseen) for each utterance whose speaker `groups` knows."""
+  for u in utts:
+    if (group := groups.get((u["corpus"], u["lang"], u["speaker"]))) is not None:
+      u["group"] = group
+
+
 def restore_model(workdir: str, step: int | None = None):
   """(config, tokenizer, model, step) with the parameters of a checkpoint in `workdir`.
 
@@ -242,10 +249,7 @@ def run(workdir: str, split: str, n_boot: int = 1000, step: int | None = None,
                     beam)
     for u in utts:
       del u["log_probs"]
-  groups = speaker_groups(config.data.root)
-  for u in utts:
-    if (group := groups.get((u["corpus"], u["lang"], u["speaker"]))) is not None:
-      u["group"] = group
+  tag_speaker_groups(utts, speaker_groups(config.data.root))
   meta = dict(workdir=os.path.abspath(workdir), split=split, step=step,
               sources=list(config.data.sources), adapter_lang=adapter_lang or "oracle",
               adapter_file=adapter_file, adapter_file_lang=loaded,

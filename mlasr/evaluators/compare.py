@@ -22,8 +22,8 @@ _GROUP_NAMES = {"seen": "seen voices", "unseen": "unseen voices", "all": "all"}
 def decoder_name(meta: Mapping[str, Any]) -> str:
   decoder = meta.get("decoder", "greedy")
   if decoder == "beam_lm":
-    return f"beam {meta.get('beam', '')} + {meta.get('lm_kind', '')} LM".replace("  ", " ")
-  return f"beam {meta.get('beam', '')}" if decoder == "beam" else "greedy"
+    return f"beam {meta['beam']} + {meta['lm_kind']} LM"
+  return f"beam {meta['beam']}" if decoder == "beam" else "greedy"
 
 
 def collect(workdir: str, split: str = "test") -> list[tuple[str, dict[str, Any]]]:

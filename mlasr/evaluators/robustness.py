@@ -29,22 +29,21 @@ from typing import Callable, Iterator
 import numpy as np
 import soundfile as sf
 
-from mlasr.data import inputs
+from mlasr.data import augment, inputs
 from mlasr.evaluators import report
 
 SAMPLE_RATE = inputs.SAMPLE_RATE
 
 
-def _sox(x: np.ndarray, out_ext: str, out_args: list[str], effects: list[str],
-         back_effects: list[str] = ()) -> np.ndarray:
+def _sox(x: np.ndarray, out_ext: str, out_args: list[str], effects: list[str]) -> np.ndarray:
   """x -> sox (encode to `out_ext` with `out_args`, `effects`) -> decode to 16 kHz float."""
   with tempfile.TemporaryDirectory() as tmp:
     src, mid, dst = (os.path.join(tmp, n) for n in ("in.wav", f"mid.{out_ext}", "out.wav"))
     sf.write(src, x, SAMPLE_RATE, subtype="FLOAT")
     subprocess.run(["sox", "-q", "-D", src, *out_args, mid, *effects], check=True,
                    capture_output=True)
-    subprocess.run(["sox", "-q", "-D", mid, "-r", str(SAMPLE_RATE), "-e", "floating-point", dst,
-                    *back_effects], check=True, capture_output=True)
+    subprocess.run(["sox", "-q", "-D", mid, "-r", str(SAMPLE_RATE), "-e", "floating-point", dst],
+                   check=True, capture_output=True)
     y, _ = sf.read(dst, dtype="float32")
   return _fit(y.reshape(len(y), -1).mean(axis=1), len(x))
 
@@ -85,10 +84,9 @@ def cafe_10db(x, rng, snr_db: float = 10.0):
                     "-e", "floating-point", path, "synth", seconds, "pinknoise",
                     "tremolo", f"{speed:.3f}", f"{depth:.1f}"], check=True, capture_output=True)
     noise, _ = sf.read(path, dtype="float32")
-  noise = _fit(noise.reshape(len(noise), -1).mean(axis=1)[start:], len(x))
-  p_speech, p_noise = float(np.mean(x ** 2)), float(np.mean(noise ** 2)) + 1e-12
-  y = x + noise * np.sqrt(p_speech / (p_noise * 10 ** (snr_db / 10)))
-  return np.clip(y, -1.0, 1.0).astype(np.float32)
+  noise = noise.reshape(len(noise), -1).mean(axis=1)[start:]
+  # The noise is SoX's; only the SNR arithmetic is shared with the training augmenter.
+  return np.clip(augment.mix_at_snr(x, noise, snr_db), -1.0, 1.0)
 
 
 CONDITIONS: dict[str, Callable | None] = {
@@ -106,7 +104,9 @@ class _Transformed:
   def batches(self) -> Iterator[dict]:
     taken: dict[str, int] = {}
     for b, batch in enumerate(self.eval_data.batches()):
-      batch = dict(batch, audio=batch["audio"].copy(), example_mask=batch["example_mask"].copy())
+      batch = dict(batch, example_mask=batch["example_mask"].copy())
+      if self.fn is not None:
+        batch["audio"] = batch["audio"].copy()
       for i in np.flatnonzero(batch["example_mask"]):
         lang = str(batch["lang"][i])
         if self.max_per_lang and taken.get(lang, 0) >= self.max_per_lang:
@@ -137,9 +137,7 @@ def run(workdir: str, split: str = "test", max_per_lang: int = 0, n_boot: int = 
   for name in conditions:
     utts = evaluate.transcribe(predict, _Transformed(eval_data, CONDITIONS[name], max_per_lang),
                                tokenizer)
-    for u in utts:
-      if (group := groups.get((u["corpus"], u["lang"], u["speaker"]))) is not None:
-        u["group"] = group
+    evaluate.tag_speaker_groups(utts, groups)
     results[name] = report.build_results(utts, n_boot=n_boot, seed=0,
                                          meta=dict(condition=name, split=split, step=step))
     print(f"{name}: macro CER {100 * results[name]['macro']['cer']['rate']:.1f} %")
