@@ -70,7 +70,7 @@ class AudioInfo:
   backend: str           # the reader that will decode it: "soundfile" or "ffmpeg"
 
 
-def _ffprobe(path: str) -> AudioInfo:
+def _ffprobe(path: str, before: str = "") -> AudioInfo:
   import json  # pylint: disable=import-outside-toplevel
   import shutil  # pylint: disable=import-outside-toplevel
   import subprocess  # pylint: disable=import-outside-toplevel
@@ -90,7 +90,8 @@ def _ffprobe(path: str) -> AudioInfo:
   streams = meta.get("streams") or []
   if proc.returncode != 0 or not streams:
     why = (proc.stderr.strip().splitlines() or ["no audio stream"])[-1]
-    raise AudioError(path, f"undecodable (ffprobe: {why})")
+    raise AudioError(path, f"undecodable ({before}; ffprobe: {why})" if before
+                     else f"undecodable (ffprobe: {why})")
   stream = streams[0]
   # Stream duration first; some containers (webm, raw AAC) give only the format's.
   duration = stream.get("duration") or (meta.get("format") or {}).get("duration")
@@ -131,6 +132,7 @@ def probe_audio(path: str, backend: str = "auto") -> AudioInfo:
       error = f"soundfile: {e}"
     if backend == "soundfile":
       raise AudioError(path, f"undecodable ({error})")
+    return _ffprobe(path, error)
   return _ffprobe(path)
 
 

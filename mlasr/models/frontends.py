@@ -101,7 +101,10 @@ class WaveformFrontend(nnx.Module):
     cfg = self.cfg
     conv = strided_conv1d if cfg.conv_impl == "matmul" else strided_conv1d_xla
     lengths = audio_mask.sum(-1).astype(jnp.int32)
-    x = jnp.where(audio_mask, audio, 0).astype(self.dtype)[..., None]  # [B, T, 1]
+    x = jnp.where(audio_mask, audio, 0)
+    if cfg.normalize_waveform:
+      x = normalize_waveform(x, audio_mask)
+    x = x.astype(self.dtype)[..., None]  # [B, T, 1]
     for i, (k, s) in enumerate(zip(cfg.conv_kernel, cfg.conv_stride)):
       x = conv(x, self.kernels[i][...].astype(self.dtype), s)
       lengths = conv_out_length(lengths, k, s)
@@ -118,6 +121,20 @@ class WaveformFrontend(nnx.Module):
                     self.norm_biases[0])
       x = layers.gelu(x)
     return x, layers.lengths_to_mask(lengths, x.shape[1])
+
+
+def normalize_waveform(audio: jax.Array, audio_mask: jax.Array) -> jax.Array:
+  """(x - mean) / sqrt(var + 1e-7) over each utterance's real samples, padding stays 0.
+
+  What transformers' Wav2Vec2FeatureExtractor(do_normalize=True) does to every clip before
+  the model sees it; folded into the model so imported checkpoints get the input they expect.
+  """
+  m = audio_mask.astype(jnp.float32)
+  x = audio.astype(jnp.float32)
+  count = jnp.maximum(m.sum(-1, keepdims=True), 1.0)
+  mean = (x * m).sum(-1, keepdims=True) / count
+  var = (jnp.square(x - mean) * m).sum(-1, keepdims=True) / count
+  return jnp.where(audio_mask, (x - mean) * jax.lax.rsqrt(var + 1e-7), 0.0)
 
 
 def _layer_norm(x: jax.Array, eps: float) -> jax.Array:

@@ -32,6 +32,9 @@ class EncoderConfig:
   conv_bias: bool = False
   extractor_mode: str = "default"       # "default" (GroupNorm 1st conv) | "layer_norm"
   masked_group_norm: bool = True        # False = transformers (stats include padding)
+  # Per-utterance zero-mean unit-variance waveform (transformers' feature extractor
+  # do_normalize=True, which most public wav2vec 2.0 / XLS-R / MMS fine-tunes expect).
+  normalize_waveform: bool = False
   conv_impl: str = "xla"                # "xla" | "matmul" (reshape + dot; slower on CPU)
   feature_grad_mult: float = 0.1        # gradient scale into the front end (0 = frozen)
   # Log-mel front end.
