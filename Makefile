@@ -8,13 +8,15 @@ DATA ?= $(HOME)/mlasr_data
 WORK ?= $(HOME)/mlasr_runs
 
 # Debian packages: speech engines for the generated benchmark, sclite for scoring checks,
-# cmake/g++/zlib to build the kenlm Python module (pip builds it from source).
+# cmake/g++/zlib to build the kenlm Python module (pip builds it from source); ffmpeg reads
+# the containers libsndfile cannot (m4a/aac, webm, video) for mlasr.transcribe, and
+# alsa-utils ships the recorded human voices its tests transcribe.
 # festival-hi/-mr/-te are only Recommends of the NSK voices, which --no-install-recommends
 # skips; without them those voices fail with "could not open file hindi_phones.scm".
 APT_PACKAGES := espeak-ng festival festvox-kallpc16k festival-hi festival-mr festival-te \
   festvox-hi-nsk festvox-mr-nsk festvox-te-nsk festvox-ru festvox-italp16k festvox-itapc16k \
   festvox-czech-dita festvox-czech-ph festvox-suopuhe-mv festvox-ca-ona-hts sctk sox \
-  cmake g++ zlib1g-dev
+  cmake g++ zlib1g-dev ffmpeg alsa-utils
 
 .PHONY: help install-system install install-test test demo bench clean-demo
 

@@ -145,11 +145,17 @@ def silero_model_path() -> str:
 
 
 def make_detector(name: str):
+  """"silero", "energy", or "auto" (Silero when onnxruntime and silero-vad are installed)."""
+  if name == "auto":
+    try:
+      return SileroVAD()
+    except ImportError:  # no onnxruntime or no silero-vad package: the dependency-free one
+      return EnergyVAD()
   if name == "silero":
     return SileroVAD()
   if name == "energy":
     return EnergyVAD()
-  raise ValueError(f"unknown VAD {name!r}; use silero or energy")
+  raise ValueError(f"unknown VAD {name!r}; use auto, silero or energy")
 
 
 def speech_regions(scores: np.ndarray, frame_seconds: float, on: float, off: float,
