@@ -1,13 +1,39 @@
-"""Audio decoding for the corpus loaders: any soundfile format to mono float32 at 16 kHz."""
+"""Audio decoding for the corpus loaders: any soundfile format to mono float32 at 16 kHz.
+
+A corpus clip is checked from its header before any sample is decoded: a corrupt header can
+claim a 1 Hz sample rate (a second of audio would "resample" to 16,000 s, gigabytes) or
+hundreds of channels, and libsndfile believes it. Implausible values, a WAV whose redundant
+header fields disagree (libsndfile reads only the rate and bit-depth fields, so a patched one
+shows only as a disagreement with the byte rate and block size), and a read that stops short
+of the frame count the header states (a truncated MP3 with a Xing/Info frame count, or a WAV
+whose data chunk is cut) are refused as AudioError.
+"""
 
 from __future__ import annotations
 
+import math
 import os
+import struct
 
 import numpy as np
 import soundfile as sf
 
 SAMPLE_RATE = 16000
+# What a speech clip's header may plausibly claim (telephone speech to studio masters).
+MIN_SAMPLE_RATE = 8000
+MAX_SAMPLE_RATE = 192000
+MAX_CHANNELS = 8
+# load_audio's default length limit: no single transcribed utterance is longer, and it bounds
+# the memory one decode can take (600 s x 192 kHz x 8 channels of float32 is 3.7 GB).
+MAX_SECONDS = 600.0
+# A decode this much shorter than the header's frame count is a truncated file. Complete
+# files read exactly the stated count (libsndfile's MP3, Vorbis, FLAC and WAV readers).
+_SHORT_READ_FRACTION = 0.02
+_SHORT_READ_SECONDS = 0.01
+# WAVE format tags whose block align is channels x ceil(bits / 8): PCM, IEEE float, A-law,
+# mu-law, extensible. Compressed tags (ADPCM, GSM) use other layouts and are not checked.
+_WAV_LINEAR_TAGS = (0x0001, 0x0003, 0x0006, 0x0007, 0xFFFE)
+_WAV_UNKNOWN_SIZES = (0, 0xFFFFFFFF)  # data size of a streamed WAV (written to a pipe)
 
 
 class AudioError(Exception):
@@ -19,24 +45,98 @@ class AudioError(Exception):
     self.reason = reason
 
 
-def load_audio(path: str, sr: int = SAMPLE_RATE) -> np.ndarray:
+def _wav_header_problem(path: str) -> str | None:
+  """What is inconsistent in a RIFF/RIFX WAVE header, or None (also for other formats)."""
+  with open(path, "rb") as f:
+    head = f.read(1 << 16)  # fmt and data chunk headers sit well inside this
+  if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+    return None
+  endian = "<" if head[:4] == b"RIFF" else ">"
+  size = os.path.getsize(path)
+  pos, fmt = 12, None
+  while pos + 8 <= len(head):
+    chunk_id = head[pos:pos + 4]
+    (chunk_size,) = struct.unpack_from(endian + "I", head, pos + 4)
+    body = pos + 8
+    if chunk_id == b"fmt ":
+      if chunk_size < 16 or body + 16 > len(head):
+        return f"bad_header (WAV fmt chunk of {chunk_size} bytes, at least 16 expected)"
+      fmt = struct.unpack_from(endian + "HHIIHH", head, body)
+    elif chunk_id == b"data":
+      if fmt is None:
+        return "bad_header (WAV data chunk before its fmt chunk)"
+      if chunk_size not in _WAV_UNKNOWN_SIZES and body + chunk_size > size:
+        return (f"truncated (the WAV data chunk declares {chunk_size} bytes, the file holds "
+                f"{size - body})")
+      break
+    pos = body + chunk_size + (chunk_size & 1)  # chunks are padded to even sizes
+  if fmt is None:
+    return None  # fmt beyond the first 64 KiB (huge LIST chunk): left to libsndfile
+  tag, channels, rate, byte_rate, block_align, bits = fmt
+  if tag not in _WAV_LINEAR_TAGS:
+    return None
+  if block_align != channels * math.ceil(bits / 8) or bits == 0:
+    return (f"bad_header (WAV block align {block_align} bytes does not fit {channels} "
+            f"channel(s) of {bits} bits)")
+  if byte_rate != rate * block_align:
+    return (f"bad_header (WAV byte rate {byte_rate}/s does not fit {rate} Hz x "
+            f"{block_align}-byte frames)")
+  return None
+
+
+def _check_header(f: sf.SoundFile, path: str, max_seconds: float | None) -> None:
+  """Refuses implausible header values before anything is decoded."""
+  if not MIN_SAMPLE_RATE <= f.samplerate <= MAX_SAMPLE_RATE:
+    raise AudioError(path, f"bad_sample_rate ({f.samplerate} Hz in the header; "
+                     f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz expected)")
+  if not 1 <= f.channels <= MAX_CHANNELS:
+    raise AudioError(path, f"bad_channels ({f.channels} in the header; 1-{MAX_CHANNELS} "
+                     "expected)")
+  if f.frames <= 0:
+    raise AudioError(path, "no_samples")
+  if max_seconds is not None and f.frames / f.samplerate > max_seconds:
+    raise AudioError(path, f"too_long ({f.frames / f.samplerate:.0f} s in the header; at most "
+                     f"{max_seconds:.0f} s)")
+
+
+def load_audio(path: str, sr: int = SAMPLE_RATE,
+               max_seconds: float | None = MAX_SECONDS) -> np.ndarray:
   """Decodes `path` (wav/flac/ogg/mp3) to mono float32 in [-1, 1] at `sr` Hz.
 
+  Args:
+    path: the clip.
+    sr: output sample rate.
+    max_seconds: longer clips (by their header) are refused before decoding; None: no limit.
+
   Raises:
-    AudioError: the file is missing, empty (zero bytes or zero samples), undecodable, or
-      holds non-finite samples. `reason` is a short machine-readable tag
-      ("missing", "empty", "undecodable", "no_samples", "non_finite").
+    AudioError: the file is missing, empty (zero bytes or zero samples), undecodable, has an
+      implausible or inconsistent header, is truncated, is too long, or holds non-finite
+      samples. `reason` starts with a short machine-readable tag ("missing", "empty",
+      "undecodable", "no_samples", "bad_sample_rate", "bad_channels", "bad_header",
+      "too_long", "truncated", "non_finite") followed by details.
   """
   if not os.path.exists(path):
     raise AudioError(path, "missing")
+  if os.path.isdir(path):
+    raise AudioError(path, "undecodable (a directory)")
   if os.path.getsize(path) == 0:
     raise AudioError(path, "empty")
+  if problem := _wav_header_problem(path):
+    raise AudioError(path, problem)
   try:
-    data, file_sr = sf.read(path, dtype="float32", always_2d=True)
+    with sf.SoundFile(path) as f:
+      _check_header(f, path, max_seconds)
+      file_sr, frames = f.samplerate, f.frames
+      data = f.read(dtype="float32", always_2d=True)
+  except (AudioError, MemoryError):
+    raise
   except Exception as e:  # libsndfile raises several types (LibsndfileError, RuntimeError).
     raise AudioError(path, f"undecodable ({type(e).__name__}: {e})") from e
   if data.shape[0] == 0:
     raise AudioError(path, "no_samples")
+  if frames - data.shape[0] > max(_SHORT_READ_FRACTION * frames, _SHORT_READ_SECONDS * file_sr):
+    raise AudioError(path, f"truncated (decoded {data.shape[0]} of the {frames} frames the "
+                     "header states)")
   wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
   if not np.all(np.isfinite(wav)):
     raise AudioError(path, "non_finite")
