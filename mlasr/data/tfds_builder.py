@@ -7,16 +7,33 @@ One builder class, `MlasrAsr`, with a BuilderConfig made on the fly per `<corpus
 
 Next to each dataset we write `data_report.json` (every skipped clip/row, counted) and
 `mlasr_index.json` (per split, in data-source order: utt_id, num_samples, text_norm) so the
-input pipeline can bucket and filter without reading audio.
+input pipeline can bucket and filter without reading audio. The index is written last and
+marks a finished preparation; a dataset found without its report (the process died between
+the two writes) is rebuilt, so the report is never lost.
+
+What is refused, each counted in the report by reason (nothing one clip does is fatal: any
+exception while preparing an item, MemoryError included, is counted as `error(<type>)`):
+- audio that load_audio refuses (`audio_<reason>`: undecodable, bad_sample_rate, bad_header,
+  truncated, too_long, ...), clips shorter than MIN_SECONDS (`too_short`), digital silence
+  (`audio_silent`), clips whose decoded length disagrees with the corpus' stated duration
+  (`audio_truncated`, `audio_longer_than_stated`);
+- transcripts too long to be spoken in the clip (`text_too_long_for_audio`: more than
+  MAX_CHARS_PER_SECOND normalised characters per second plus CHARS_SLACK); one such row set a
+  whole bucket's label width to 100,000;
+- one clip listed in two splits (`also_in_<split>`): it is kept in the split that is scored
+  (test before dev before train) and dropped from the other, so nothing trained on is
+  tested on.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import json
 import logging
 import multiprocessing
 import os
+import shutil
 import types
 from typing import Any, Callable, Iterator, Sequence
 
@@ -30,6 +47,17 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = audio_lib.SAMPLE_RATE
 MIN_SECONDS = 0.1
+# Peak at or below this (int16 units, about -80 dBFS) is digital silence: no speech to learn.
+SILENCE_PEAK = 3
+# Decoded vs stated duration (clip_durations.tsv): MP3 decoders differ by a frame or two.
+STATED_TOLERANCE_SECONDS = 0.15
+STATED_TOLERANCE_FRACTION = 0.05
+# Absurd, not fast, transcripts: fast speech is ~15-20 characters per second in Latin script
+# and up to ~40 code points in abugidas (Devanagari vowel signs are code points of their own).
+MAX_CHARS_PER_SECOND = 60
+CHARS_SLACK = 50
+# The order in which a clip listed in several splits is given to one of them.
+_SPLIT_PRECEDENCE = ("test", "dev", "train")
 NAME = "mlasr_asr"
 VERSION = "1.0.0"
 INDEX_FILE = "mlasr_index.json"
@@ -64,12 +92,33 @@ _spill_without_tensorflow()
 
 
 def _decode(utt: corpora.Utterance) -> tuple[corpora.Utterance, np.ndarray | None, str | None]:
-  """Top-level so a process pool can pickle it."""
+  """(utt, int16 PCM or None, skip reason or None). Top-level so a process pool can pickle it.
+
+  Never raises: whatever one clip does (MemoryError included) is its skip reason.
+  """
   try:
     wav = audio_lib.load_audio(utt.audio_path, SAMPLE_RATE)
+    pcm = (wav * 32767.0).round().astype(np.int16)
+    del wav
   except audio_lib.AudioError as e:
     return utt, None, "audio_" + e.reason.split(" ")[0]
-  return utt, (wav * 32767.0).round().astype(np.int16), None
+  except Exception as e:  # pylint: disable=broad-except
+    log.warning("%s: %s: %s", utt.audio_path, type(e).__name__, e)
+    return utt, None, f"error({type(e).__name__})"
+  if len(pcm) and int(np.abs(pcm.astype(np.int32)).max()) <= SILENCE_PEAK:
+    return utt, None, "audio_silent"
+  if utt.stated_seconds is not None:
+    seconds = len(pcm) / SAMPLE_RATE
+    tolerance = STATED_TOLERANCE_SECONDS + STATED_TOLERANCE_FRACTION * utt.stated_seconds
+    if seconds < utt.stated_seconds - tolerance:
+      return utt, None, "audio_truncated"
+    if seconds > utt.stated_seconds + tolerance:
+      return utt, None, "audio_longer_than_stated"
+  return utt, pcm, None
+
+
+class NoUsableExamples(Exception):
+  """Raised while building when decoding refused every clip the loaders kept."""
 
 
 class MlasrAsr(tfds.core.GeneratorBasedBuilder):
@@ -105,11 +154,37 @@ class MlasrAsr(tfds.core.GeneratorBasedBuilder):
         }))
 
   def _split_generators(self, dl_manager):
+    """A generator per split that has at least one usable example.
+
+    TFDS fails the whole build on a split that yields nothing, and a split whose clips the
+    loader kept can still lose every one in decoding. So each split's first usable example
+    is found here (usually its first clip; every clip only when all are bad) and a split
+    without one is left out, its clips counted in the report as usual.
+    """
     del dl_manager
-    return {split: self._generate_examples(utts)
-            for split, utts in self._utterances.items() if utts}
+    out = {}
+    for split, utts in self._utterances.items():
+      for i, utt in enumerate(utts):
+        first = next(self._examples([_decode(utt)]), None)
+        if first is not None:
+          out[split] = self._chain(first, self._generate_examples(utts[i + 1:]))
+          break
+      else:
+        if utts:
+          self._report.warn(utts[0].corpus, utts[0].lang, "split_left_out",
+                            f"split {split!r}: all {len(utts)} clips were refused")
+    if not out:
+      raise NoUsableExamples("every clip was refused")
+    return out
+
+  @staticmethod
+  def _chain(first, rest):
+    yield first
+    yield from rest
 
   def _generate_examples(self, utts: Sequence[corpora.Utterance]) -> Iterator[tuple[str, dict]]:
+    if not utts:
+      return
     if self._num_workers > 1:
       # "spawn": forking a process that has started JAX's threads can deadlock.
       context = multiprocessing.get_context("spawn")
@@ -120,17 +195,30 @@ class MlasrAsr(tfds.core.GeneratorBasedBuilder):
 
   def _examples(self, decoded) -> Iterator[tuple[str, dict]]:
     for utt, pcm, error in decoded:
-      if error is None and len(pcm) < MIN_SECONDS * SAMPLE_RATE:
-        error = "too_short"
+      example = None
+      if error is None:
+        try:
+          error, example = self._example(utt, pcm)
+        except Exception as e:  # pylint: disable=broad-except  (one item is never fatal)
+          log.warning("%s: %s: %s", utt.audio_path, type(e).__name__, e)
+          error = f"error({type(e).__name__})"
       if error is not None:
         self._report.skip(utt.corpus, utt.lang, utt.split, error, utt.audio_path)
         continue
-      duration = len(pcm) / SAMPLE_RATE
-      self._report.keep(utt.corpus, utt.lang, utt.split, duration)
-      yield utt.utt_id, {
-          "audio": pcm, "text": utt.text, "text_norm": self._normalize(utt.text, utt.lang),
-          "lang": utt.lang, "speaker": utt.speaker, "utt_id": utt.utt_id,
-          "duration": np.float32(duration)}
+      self._report.keep(utt.corpus, utt.lang, utt.split, float(example["duration"]))
+      yield utt.utt_id, example
+
+  def _example(self, utt: corpora.Utterance, pcm: np.ndarray) -> tuple[str | None, dict | None]:
+    """(skip reason, None) or (None, the example) for a decoded clip."""
+    if len(pcm) < MIN_SECONDS * SAMPLE_RATE:
+      return "too_short", None
+    duration = len(pcm) / SAMPLE_RATE
+    text_norm = self._normalize(utt.text, utt.lang)
+    if len(text_norm) > MAX_CHARS_PER_SECOND * duration + CHARS_SLACK:
+      return "text_too_long_for_audio", None
+    return None, {
+        "audio": pcm, "text": utt.text, "text_norm": text_norm, "lang": utt.lang,
+        "speaker": utt.speaker, "utt_id": utt.utt_id, "duration": np.float32(duration)}
 
 
 def dataset_dir(data_dir: str, corpus: str, lang: str) -> str:
@@ -142,6 +230,18 @@ def _load_utterances(root: str, corpus: str, lang: str,
                      report: corpora.DataReport) -> dict[str, list[corpora.Utterance]]:
   utts = corpora.read_corpus(root, corpus, langs=[lang], report=report)
   by_split = {s: [u for u in utts if u.split == s] for s in corpora.SPLITS}
+  # A clip in two splits would be trained on and scored: it goes to one (see module doc).
+  owner = {}
+  for split in _SPLIT_PRECEDENCE:
+    kept = []
+    for u in by_split[split]:
+      key = os.path.normpath(u.audio_path)
+      if key in owner:
+        report.skip(corpus, lang, split, f"also_in_{owner[key]}", u.audio_path)
+      else:
+        owner[key] = split
+        kept.append(u)
+    by_split[split] = kept
   for name in corpora.SUBSETS:
     try:
       ids = corpora.read_subset(root, corpus, lang, name)
@@ -150,8 +250,7 @@ def _load_utterances(root: str, corpus: str, lang: str,
     train = {u.utt_id: u for u in by_split["train"]}
     for utt_id in sorted(ids - set(train)):
       report.skip(corpus, lang, name, "subset_id_not_in_train", utt_id)
-    by_split[name] = [corpora.Utterance(corpus, lang, name, u.utt_id, u.audio_path, u.text,
-                                        u.speaker)
+    by_split[name] = [dataclasses.replace(u, split=name)
                       for u in by_split["train"] if u.utt_id in ids]
   return by_split
 
@@ -161,7 +260,12 @@ def prepare(root: str, data_dir: str, corpus: str, lang: str, *, num_workers: in
   """Builds the (corpus, lang) array_record dataset from corpus root `root`; idempotent.
 
   Splits: train, dev, test, plus train_10min / train_1h where ROOT/subsets/<corpus>/<lang>/
-  has manifests. Empty splits are left out (and counted in the report as missing/ skipped).
+  has manifests. Empty splits, and splits whose every clip is refused, are left out (their
+  rows counted in the report as missing/skipped).
+
+  Raises:
+    FileNotFoundError: `root` has no folder for (corpus, lang); nothing is written then.
+    ValueError: no usable utterance at all (the report, written, says why).
 
   Args:
     root: corpus root as written by data_prep (or real downloads in the same layout).
@@ -175,31 +279,47 @@ def prepare(root: str, data_dir: str, corpus: str, lang: str, *, num_workers: in
     The dataset directory (also holding data_report.json and mlasr_index.json).
   """
   out_dir = dataset_dir(data_dir, corpus, lang)
+  report_path = os.path.join(out_dir, REPORT_FILE)
+  info_path = os.path.join(out_dir, "dataset_info.json")
   if os.path.isfile(os.path.join(out_dir, INDEX_FILE)):
     log.info("%s/%s already prepared in %s", corpus, lang, out_dir)
     return out_dir
+  corpora.check_root(root, corpus, lang)  # before anything is written under data_dir
+  if os.path.isfile(info_path) and not os.path.isfile(report_path):
+    # The build finished and the process died before the report was written: the skip
+    # counts exist nowhere else, so the dataset is built again rather than left unexplained.
+    log.warning("%s: dataset without its %s (an earlier preparation stopped before writing "
+                "it); building it again", out_dir, REPORT_FILE)
+    shutil.rmtree(out_dir)
   if normalize is None:
     from mlasr.data import text as text_lib  # pylint: disable=g-import-not-at-top
     normalize = text_lib.normalize
   report = corpora.DataReport()
   utterances = _load_utterances(root, corpus, lang, report)
+
+  def no_usable() -> ValueError:
+    report.to_json(report_path)  # the root is right (checked above): say why, there
+    return ValueError(f"{root}: no usable {corpus}/{lang} utterances (report: {report_path}):"
+                      f"\n{report.summary()}")
   if not any(utterances.values()):
-    report.to_json(os.path.join(out_dir, REPORT_FILE))
-    raise ValueError(f"{root}: no usable {corpus}/{lang} utterances; see "
-                     f"{os.path.join(out_dir, REPORT_FILE)}")
+    raise no_usable()
   builder = MlasrAsr(utterances=utterances, report=report, normalize=normalize,
                      num_workers=num_workers, config=tfds.core.BuilderConfig(
                          name=f"{corpus}_{lang}", description=f"{corpus} {lang}"),
                      data_dir=data_dir, file_format="array_record")
-  if not os.path.isfile(os.path.join(out_dir, "dataset_info.json")):
+  if not os.path.isfile(info_path):
     # TFDS draws a bar per split and per shuffle; the caller shows one bar for the stage.
     tfds.display_progress_bar(False)
     try:
       builder.download_and_prepare()
+    except NoUsableExamples:
+      raise no_usable() from None
     finally:
       tfds.display_progress_bar(True)
-    report.to_json(os.path.join(out_dir, REPORT_FILE))
-  _write_index(out_dir)
+    report.to_json(report_path)
+  else:
+    report = corpora.DataReport.from_json(report_path)  # the build's, not the loader's alone
+  _write_index(out_dir)  # last: its presence means "prepared"
   log.info("prepared %s/%s in %s\n%s", corpus, lang, out_dir, report.summary())
   return out_dir
 
