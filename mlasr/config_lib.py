@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 
 import ml_collections
 
@@ -54,8 +55,34 @@ def save_config(config: ml_collections.ConfigDict, workdir: str, name: str = "co
 
 
 def load_config(workdir: str, name: str = "config.json") -> ml_collections.ConfigDict:
-  with open(os.path.join(workdir, name)) as f:
+  """The config a run saved. Raises FileNotFoundError naming the folder when it is not a run
+  (and the runs inside it, when it is a folder of runs)."""
+  path = os.path.join(workdir, name)
+  if not os.path.isfile(path):
+    if not os.path.isdir(workdir):
+      raise FileNotFoundError(f"{workdir}: no such run folder (--workdir of mlasr.train)")
+    runs = sorted(d for d in os.listdir(workdir) if os.path.isfile(os.path.join(workdir, d, name)))
+    hint = (f"; runs inside it: {runs[:10]}" if runs else
+            "; pass the --workdir that mlasr.train wrote (it saves config.json first)")
+    raise FileNotFoundError(f"{workdir}: not an mlasr run, it has no {name}{hint}")
+  with open(path) as f:
     return ml_collections.ConfigDict(json.load(f))
+
+
+def ensure_writable_dir(path: str, what: str = "--workdir") -> str:
+  """Creates `path` if needed and checks a file can be written in it; returns it.
+
+  Raises PermissionError naming `what`, the path and the OS reason, before any work is done
+  (a read-only workdir otherwise fails at the first checkpoint or report write).
+  """
+  try:
+    os.makedirs(path, exist_ok=True)
+    with tempfile.TemporaryFile(dir=path):
+      pass
+  except OSError as e:
+    raise PermissionError(f"{what} {path} is not writable ({e.strerror or e}); choose a "
+                          f"writable folder for {what}") from e
+  return path
 
 
 def base_ctc_config() -> ml_collections.ConfigDict:

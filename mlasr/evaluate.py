@@ -217,6 +217,8 @@ def run(workdir: str, split: str, n_boot: int = 1000, step: int | None = None,
   if decoder not in ("greedy", "beam", "beam_lm"):
     raise ValueError(f"--decoder={decoder!r}; use greedy, beam or beam_lm")
   config, tokenizer, model, step = restore_model(workdir, step)
+  # Results go in the run folder: fail now, not after decoding the whole split.
+  config_lib.ensure_writable_dir(workdir, "--workdir")
   if config.task == "lid":
     return run_lid(config, model, workdir, split, step)
   loaded = load_adapter(model, adapter_file) if adapter_file else None

@@ -107,7 +107,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
   # ---------------------------------------------------------------------------------------
   # Set up: output folder, the config used, compilation cache.
   # ---------------------------------------------------------------------------------------
-  os.makedirs(workdir, exist_ok=True)
+  config_lib.ensure_writable_dir(workdir, "--workdir")  # a clear error, before any work
   logging.get_absl_handler().addFilter(_QuietLibraries())
   is_main = jax.process_index() == 0
   if is_main:

@@ -61,7 +61,35 @@ def prepare_sources(data_cfg: ml_collections.ConfigDict) -> list[tuple[str, str]
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
     multihost_utils.sync_global_devices("mlasr_prepare_sources")
+  # Before any model is built: a release whose dev.tsv holds only a header has no dev split.
+  for setting in ("train_split", "eval_split"):
+    if data_cfg.get(setting):
+      require_split(data_cfg, data_cfg[setting], f"config.data.{setting}")
   return datasets(data_cfg)
+
+
+def require_split(data_cfg: ml_collections.ConfigDict, split: str, setting: str) -> None:
+  """Raises ValueError, naming `setting`, why the split is empty and which splits exist,
+  unless every source's prepared dataset has `split`."""
+  problems, common = [], None
+  for corpus, lang in datasets(data_cfg):
+    index = tfds_builder.load_index(data_dir(data_cfg), corpus, lang)
+    common = set(index) if common is None else common & set(index)
+    if split in index:
+      continue
+    report = tfds_builder.load_report(data_dir(data_cfg), corpus, lang)
+    why = [f"{n} {reason}" for reason, n in report.skip_counts(corpus, lang, split).items()]
+    why += [w["detail"] for w in report.warnings
+            if w["lang"] == lang and f"split {split!r}" in w["detail"]]
+    problems.append(f"{corpus}/{lang} has no {split!r} split ({'; '.join(why) or 'no rows'}; "
+                    f"it has {sorted(index)})")
+  if problems:
+    usable = sorted(common or ())
+    also = " (mlasr.evaluate: --split)" if setting.endswith("eval_split") else ""
+    raise ValueError(
+        f"{setting}={split!r}: {'; '.join(problems)}. Set --{setting}{also} to a split every "
+        f"source has ({usable}), e.g. --{setting}={usable[-1] if usable else 'test'}; the data "
+        f"reports are under {os.path.join(data_dir(data_cfg), tfds_builder.NAME)}.")
 
 
 def get_tokenizer(config: ml_collections.ConfigDict, workdir: str):
@@ -100,6 +128,7 @@ def train_iterator(config: ml_collections.ConfigDict, tokenizer=None, labels=Non
   CTC passes a tokenizer (batches get `labels`), HuBERT a LabelStore (batches get `targets`),
   BEST-RQ neither (its targets are computed from the audio inside the step).
   """
+  require_split(config.data, config.data.train_split, "config.data.train_split")
   train = pipeline.train_data(
       data_dir(config.data), datasets(config.data), split=config.data.train_split,
       langs=languages(config.data), tokenizer=tokenizer, labels=labels, alpha=config.data.alpha,
@@ -112,6 +141,7 @@ def train_iterator(config: ml_collections.ConfigDict, tokenizer=None, labels=Non
 
 def eval_data(config: ml_collections.ConfigDict, split: str, labels=None) -> pipeline.EvalData:
   """Every utterance of `split` once, in padded batches (scored against text_norm)."""
+  require_split(config.data, split, "config.data.eval_split")
   return pipeline.eval_data(
       data_dir(config.data), datasets(config.data), split, langs=languages(config.data),
       buckets=buckets(config.data), batch_size=config.data.eval_batch_size, labels=labels,
