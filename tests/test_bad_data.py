@@ -267,7 +267,8 @@ def test_header_only_dev_names_eval_split(tmp_path):
   _write_bytes_tsv(os.path.join(d, "dev.tsv"), [])  # a real small-language release
   with pytest.raises(ValueError, match="eval_split") as e:
     inputs.prepare_sources(_data_cfg(root))
-  assert "'dev'" in str(e.value) and "'test'" in str(e.value) and "no rows" in str(e.value)
+  assert "'dev'" in str(e.value) and "no rows" in str(e.value)
+  assert "--config.data.eval_split=test" in str(e.value)
   inputs.prepare_sources(_data_cfg(root, eval_split="test"))  # the hint works
 
 

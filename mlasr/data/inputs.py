@@ -12,7 +12,7 @@ import jax
 import ml_collections
 import tqdm
 
-from mlasr.data import augment, pipeline, tfds_builder
+from mlasr.data import augment, corpora, pipeline, tfds_builder
 from mlasr.data import tokenizer as tokenizer_lib
 
 SAMPLE_RATE = tfds_builder.SAMPLE_RATE
@@ -77,7 +77,10 @@ def require_split(data_cfg: ml_collections.ConfigDict, split: str, setting: str)
     common = set(index) if common is None else common & set(index)
     if split in index:
       continue
-    report = tfds_builder.load_report(data_dir(data_cfg), corpus, lang)
+    try:
+      report = tfds_builder.load_report(data_dir(data_cfg), corpus, lang)
+    except FileNotFoundError:  # deleted by hand; the error is still clear without it
+      report = corpora.DataReport()
     why = [f"{n} {reason}" for reason, n in report.skip_counts(corpus, lang, split).items()]
     why += [w["detail"] for w in report.warnings
             if w["lang"] == lang and f"split {split!r}" in w["detail"]]
@@ -85,11 +88,14 @@ def require_split(data_cfg: ml_collections.ConfigDict, split: str, setting: str)
                     f"it has {sorted(index)})")
   if problems:
     usable = sorted(common or ())
-    also = " (mlasr.evaluate: --split)" if setting.endswith("eval_split") else ""
+    is_eval = setting.endswith("eval_split")
+    also = " (mlasr.evaluate: --split)" if is_eval else ""
+    example = next((s for s in (("test", "dev") if is_eval else ("train",)) if s in usable),
+                   usable[0] if usable else "test")
     raise ValueError(
         f"{setting}={split!r}: {'; '.join(problems)}. Set --{setting}{also} to a split every "
-        f"source has ({usable}), e.g. --{setting}={usable[-1] if usable else 'test'}; the data "
-        f"reports are under {os.path.join(data_dir(data_cfg), tfds_builder.NAME)}.")
+        f"source has ({usable}), e.g. --{setting}={example}; the data reports are under "
+        f"{os.path.join(data_dir(data_cfg), tfds_builder.NAME)}.")
 
 
 def get_tokenizer(config: ml_collections.ConfigDict, workdir: str):
