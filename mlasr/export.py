@@ -191,12 +191,14 @@ def write_mms_adapters(model, tokenizer, out_dir: str, langs: Sequence[str] | No
   return paths
 
 
-def load_mms_adapter(model, tokenizer, path: str, lang: str) -> None:
+def load_mms_adapter(model, tokenizer, path: str, lang: str,
+                     vocab: dict[str, int] | None = None) -> None:
   """Loads an MMS `adapter.<xx>.safetensors` (transformers names) into `lang`'s slot, in place.
 
-  The head's rows are taken in the tokenizer's id order: the file's vocabulary must be the
-  one mlasr's tokenizer has for `lang` (the file carries no vocabulary of its own; with MMS
-  it comes from the base model's nested vocab.json, which `convert_hf.load_hf_ctc` maps).
+  The file carries no vocabulary of its own: its head rows follow the base model's
+  vocab.json table for the language. Pass that table as `vocab` ({token: HF id}) and the rows
+  are permuted into mlasr's ids by symbol; without it the rows must already be in mlasr's id
+  order (files written by `write_mms_adapters`).
   """
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
@@ -219,10 +221,15 @@ def load_mms_adapter(model, tokenizer, path: str, lang: str) -> None:
                   "(train with config.model.head='per_language')")
   else:
     size = _table_size(tokenizer, lang, model.heads.per_lang[lang].kernel.shape[1])
-    if weight.shape[0] != size:
+    rows = (np.arange(size) if vocab is None else
+            np.array([vocab.get(s, -1) for s in tokenizer.symbols(lang)]))
+    if vocab is not None and (missing := sorted(set(vocab) - set(tokenizer.symbols(lang)))):
+      errors.append(f"tokens {missing} of the file's vocabulary are not in mlasr's {lang!r} "
+                    "vocabulary")
+    elif weight.shape[0] != (size if vocab is None else len(vocab)):
       errors.append(f"lm_head has {weight.shape[0]} outputs, the {lang!r} vocabulary {size}")
     else:
-      kernel, full_bias = convert_hf.permute_head(weight, bias, np.arange(size),
+      kernel, full_bias = convert_hf.permute_head(weight, bias, rows,
                                                   model.heads.per_lang[lang].kernel.shape[1])
       model.heads.per_lang[lang].kernel[...] = jnp.asarray(kernel)
       model.heads.per_lang[lang].bias[...] = jnp.asarray(full_bias)
