@@ -69,7 +69,7 @@ def forced_align(log_probs: np.ndarray, tokens: Sequence[int], blank: int = BLAN
   states = np.empty(t_frames, np.int64)
   for t in range(t_frames - 1, -1, -1):
     states[t] = state
-    state -= back[t, state]
+    state -= int(back[t, state])  # a Python int: numpy int8 arithmetic would wrap
   token_of_frame = np.where(states % 2 == 1, (states - 1) // 2, -1)
   return Alignment(token_of_frame=token_of_frame, labels=ext[states], score=score)
 

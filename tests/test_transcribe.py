@@ -262,6 +262,23 @@ def test_forced_alignment_equals_brute_force(tokens):
     assert positions == sorted(positions) and set(positions) == set(range(len(tokens)))
 
 
+def test_forced_alignment_of_a_long_sequence_recovers_the_path():
+  """200 labels (401 states, past int8 backpointer arithmetic) on peaky posteriors: the
+  path that generated them comes back exactly."""
+  rng = np.random.default_rng(5)
+  tokens = rng.integers(1, 6, size=200).tolist()
+  path = []
+  for k, t in enumerate(tokens):
+    path += [t] * int(rng.integers(1, 3))
+    if k + 1 < len(tokens) and (tokens[k + 1] == t or rng.random() < 0.5):
+      path += [0] * int(rng.integers(1, 3))
+  probs = np.full((len(path), 6), 0.02)
+  probs[np.arange(len(path)), path] = 0.9
+  got = alignment.forced_align(np.log(probs), tokens)
+  assert got.labels.tolist() == path
+  assert got.score == pytest.approx(len(path) * np.log(0.9))
+
+
 def test_word_timings_from_a_known_path():
   # Vocabulary: blank, a, b, space. Frames: a a _ | b _ b  (hop 0.02 s, offset 1 s).
   id_strings = ["", "a", "b", " "]
