@@ -21,7 +21,7 @@ from mlasr.data import tokenizer as tokenizer_lib  # noqa: E402
 from mlasr.models import convert_hf, ctc, hubert  # noqa: E402
 from mlasr.tasks import ctc as ctc_task  # noqa: E402
 
-LENGTHS = (8000, 5000, 6537)
+LENGTHS = (6400, 4000, 5337)
 TINY_HF = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                conv_dim=(32,) * 7, num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4,
                mask_time_prob=0.05, attn_implementation="eager")
@@ -53,16 +53,20 @@ def _batch(seed=0, lengths=LENGTHS):
   return audio, mask
 
 
+@nnx.jit
+def _forward(model, audio, mask, lang_id):
+  return model(audio, mask, deterministic=True, lang_id=lang_id)
+
+
 def _mlasr_logits(model, audio, mask, lang_id=None):
-  logits, frame_mask = model(jnp.asarray(audio), jnp.asarray(mask), deterministic=True,
-                             lang_id=None if lang_id is None else jnp.asarray(lang_id))
+  # Jitted: one compile per shape is faster on CPU than the eager op-by-op path.
+  logits, frame_mask = _forward(model, jnp.asarray(audio), jnp.asarray(mask),
+                                None if lang_id is None else jnp.asarray(lang_id))
   return np.asarray(logits), np.asarray(frame_mask)
 
 
-def _greedy(model, tokenizer, audio, mask, lang="*", lang_id=None):
-  logits, frame_mask = model(jnp.asarray(audio), jnp.asarray(mask), deterministic=True,
-                             lang_id=None if lang_id is None else jnp.asarray(lang_id))
-  tokens, lengths = ctc_task.greedy_decode(logits, frame_mask)
+def _greedy(logits, frame_mask, tokenizer, lang="*"):
+  tokens, lengths = ctc_task.greedy_decode(jnp.asarray(logits), jnp.asarray(frame_mask))
   return [tokenizer.decode(np.asarray(t[:n]).tolist(), lang) for t, n in zip(tokens, lengths)]
 
 
@@ -105,23 +109,19 @@ def test_import_wav2vec2_for_ctc_head_vocab_and_normalisation(tmp_path):
   print("import CTC: max |logit diff| on valid frames", diff)
   assert diff <= 1e-4
   # Greedy transcripts: transformers' argmax + its own tokenizer decode.
-  ours = _greedy(imported.model, tok, audio, mask)
+  ours = _greedy(logits, frame_mask, tok)
   lengths = hf._get_feat_extract_output_lengths(torch.tensor(LENGTHS)).numpy()
   theirs = [hf_tok.decode(np.argmax(ref[i, :n], -1)) for i, n in enumerate(lengths)]
   # The two documented differences: transformers strips, and spells unknown "<unk>".
   ours = [t.strip().replace(tokenizer_lib.UNK_SURFACE, "<unk>") for t in ours]
   assert ours == theirs and any(theirs)
 
-  # A run directory that mlasr's own loader restores (pad-invariant GroupNorm by default).
-  single = convert_hf.load_hf_ctc(path)
-  run = convert_hf.write_workdir(single, str(tmp_path / "run"))
+  # A run directory that mlasr's own loader (evaluate, transcribe, export) restores.
+  run = convert_hf.write_workdir(imported, str(tmp_path / "run"))
   _, tok2, restored, step = evaluate.restore_model(run)
   assert step == 0 and tok2.symbols("*") == tok.symbols("*")
-  a0, m0 = audio[1:2, :LENGTHS[1]], mask[1:2, :LENGTHS[1]]
-  with torch.no_grad():
-    ref0 = hf(fe(clips[1], sampling_rate=16000, return_tensors="pt").input_values).logits
-  got, fm = _mlasr_logits(restored, a0, m0)
-  assert np.abs(got - ref0.numpy()[..., rows])[fm].max() <= 1e-4
+  got, _ = _mlasr_logits(restored, audio, mask)
+  assert np.abs(got - ref[..., rows])[frame_mask].max() <= 1e-4
 
 
 def _mlasr_waveform_model(seed, **enc):
@@ -158,11 +158,12 @@ def test_export_to_transformers_logits_and_pipeline(tmp_path):
   print("export transformers: max |logit diff| on valid frames", diff)
   assert diff <= 1e-4
   asr = transformers.pipeline("automatic-speech-recognition", model=out, device="cpu")
-  clip = audio[0, :LENGTHS[0]]
-  text = asr({"raw": clip, "sampling_rate": 16000})["text"]
-  ours = _greedy(model, tok, clip[None], mask[:1, :LENGTHS[0]])[0]
+  clip, clip_mask = _batch(6, (16000,))  # one second: a transcript of several words
+  text = asr({"raw": clip[0], "sampling_rate": 16000})["text"]
+  ours = _greedy(*_mlasr_logits(model, clip, clip_mask), tok)[0]
   print("pipeline:", repr(text), "mlasr:", repr(ours))
-  assert text == ours.strip() and text
+  # Documented differences: transformers strips and spells the unknown id "<unk>".
+  assert text == ours.strip().replace(tokenizer_lib.UNK_SURFACE, "<unk>") and " " in text
 
 
 def test_log_mel_conformer_refuses_transformers_with_reason(tmp_path):
@@ -261,7 +262,7 @@ def test_onnx_matches_mlasr_on_padded_batches(tmp_path, kind):
   path = export.to_onnx(model, str(tmp_path / "model.onnx"))
   sess = ort.InferenceSession(path)
   worst = 0.0
-  for lengths in (LENGTHS, (4000, 2500)):  # two batch sizes and lengths: dynamic axes
+  for lengths in (LENGTHS, (3200, 2000)):  # two batch sizes and lengths: dynamic axes
     audio, mask = _batch(5, lengths)
     feeds = {"audio": audio, "audio_mask": mask}
     lang_id = np.arange(len(lengths)) % 2 if langs else None
