@@ -280,6 +280,9 @@ def to_transformers(model, tokenizer, out_dir: str, lang: str | None = None) -> 
       do_normalize=model.encoder.config.normalize_waveform,
       return_attention_mask=not group_norm)
   transformers.Wav2Vec2Processor(feature_extractor=fe, tokenizer=hf_tok).save_pretrained(out_dir)
+  # preprocessor_config.json on its own too: transformers 5 folds it into
+  # processor_config.json, which 4.x's AutoFeatureExtractor does not read.
+  fe.save_pretrained(out_dir)
   # save_pretrained rewrites vocab.json; for nested vocabularies keep every language's table.
   with open(vocab_path, "w", encoding="utf-8") as f:
     json.dump(vocab, f, ensure_ascii=False, indent=1)
