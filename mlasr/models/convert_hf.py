@@ -487,11 +487,13 @@ def _target_lang(path: str) -> str | None:
   return None
 
 
-def write_workdir(imported: HFImport, workdir: str) -> str:
+def write_workdir(imported: HFImport, workdir: str, lang: str = "und") -> str:
   """Writes an mlasr run directory (config.json, tokenizer/, checkpoint at step 0).
 
   `mlasr.evaluate.restore_model(workdir)` then rebuilds exactly `imported.model`, so every
   mlasr tool that takes --workdir (evaluate, transcribe, export) works on the checkpoint.
+  `lang` names the language of a single-language model (mlasr tools select by language;
+  the model has no per-language parts, so any code works, ISO 639 "und" by default).
   """
   from mlasr import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
   from mlasr import config_lib  # pylint: disable=import-outside-toplevel
@@ -503,7 +505,7 @@ def write_workdir(imported: HFImport, workdir: str) -> str:
   config.model.adapters = dict(bottleneck=imported.adapter_dim, blocks=None)
   config.model.head = "per_language" if imported.adapter_dim else "shared"
   config.model.output_mask = imported.tokenizer.per_language
-  config.data.langs = tuple(imported.langs)
+  config.data.langs = tuple(imported.langs) or (lang,)
   config.imported_from = imported.source
   config_lib.save_config(config, workdir)
   imported.tokenizer.save(os.path.join(workdir, "tokenizer"))
@@ -539,7 +541,7 @@ def main(argv):
   f = flags.FLAGS
   langs = [l for l in f.langs.split(",") if l] or None
   imported = load_hf_ctc(f.hf_dir, langs)
-  write_workdir(imported, f.workdir)
+  write_workdir(imported, f.workdir, f.lang)
   print(f"Imported {f.hf_dir} ({imported.tokenizer.vocab_size} outputs, languages "
         f"{list(imported.langs) or 'single'}) into {f.workdir}")
 
@@ -550,5 +552,6 @@ if __name__ == "__main__":
   flags.DEFINE_string("workdir", None, "mlasr run directory to write.")
   flags.DEFINE_string("langs", "", "MMS adapter languages to import (default: every "
                       "adapter.<lang>.safetensors in --hf_dir).")
+  flags.DEFINE_string("lang", "und", "Language code of a single-language (non-MMS) model.")
   flags.mark_flags_as_required(["hf_dir", "workdir"])
   app.run(main)
