@@ -100,9 +100,24 @@ def prepared(tmp_path_factory):
   root = str(tmp_path_factory.mktemp("corpus"))
   data_dir = str(tmp_path_factory.mktemp("tfds"))
   sentences = _make_corpus(root)
-  for corpus, lang in DATASETS:  # One with a decoding process pool, as for big corpora.
+  for corpus, lang in DATASETS:  # One with decoding threads, as for big corpora.
     tfds_builder.prepare(root, data_dir, corpus, lang, num_workers=2 if lang == "it" else 1)
   return root, data_dir, sentences
+
+
+def test_decoding_threads_write_the_same_records_as_one(prepared, tmp_path):
+  """Two decoding threads keep the order and bytes of a single-threaded conversion."""
+  root, data_dir, _ = prepared
+  tfds_builder.prepare(root, str(tmp_path), "voxpopuli", "it", num_workers=1)
+  for split in ("train", "dev", "test"):
+    threads = tfds_builder.data_source(data_dir, "voxpopuli", "it", split)
+    one = tfds_builder.data_source(str(tmp_path), "voxpopuli", "it", split)
+    assert len(threads) == len(one) > 0
+    for i in range(len(one)):
+      a, b = threads[i], one[i]
+      assert a.keys() == b.keys()
+      for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
 
 
 def _train(data_dir, **kw):
