@@ -30,3 +30,17 @@ def small_corpus(tmp_path_factory) -> tuple[str, tuple[str, ...]]:
   root = str(tmp_path_factory.mktemp("corpus"))
   test_tfds_pipeline._make_corpus(root)  # pylint: disable=protected-access
   return root, ("commonvoice:hi", "commonvoice:ru", "voxpopuli:it")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+  """One persistent XLA cache for the session, as `make demo` uses one across runs.
+
+  Many tests train the same tiny shapes several times (straight, preempted, resumed); with
+  the cache only the first run compiles. Tests that must see a cold compile set their own.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  yield
