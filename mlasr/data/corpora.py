@@ -35,6 +35,11 @@ SPLITS = ("train", "dev", "test")
 # Where each corpus keeps its language folders, under the corpus root.
 CORPUS_DIRS = {"commonvoice": ("commonvoice",), "voxpopuli": ("voxpopuli", "transcribed_data")}
 SUBSETS = ("train_10min", "train_1h")
+# Demographic columns carried into Utterance.attributes: attribute -> the TSV columns that
+# hold it, first present wins (Common Voice renamed `accent` to `accents` in release 8).
+ATTRIBUTE_COLUMNS = {"gender": ("gender",), "age": ("age",), "accent": ("accents", "accent")}
+# Values that state nothing: VoxPopuli writes "None" for a missing accent.
+_NO_VALUE = {"", "none", "nan", "n/a"}
 _MAX_EXAMPLES = 5
 
 
@@ -48,6 +53,10 @@ class Utterance:
   text: str  # raw transcript as in the corpus
   speaker: str
   stated_seconds: float | None = None  # duration the corpus states (clip_durations.tsv)
+  # Speaker demographics the corpus states, as (name, value) pairs with non-empty values:
+  # gender, age, accent (Common Voice's `accents`/`accent`, VoxPopuli's `accent`). A tuple,
+  # not a dict, so the record stays hashable; error analysis breaks CER down by them.
+  attributes: tuple[tuple[str, str], ...] = ()
 
 
 class DataReport:
@@ -304,7 +313,8 @@ def read_commonvoice(root: str, langs: Sequence[str] | None = None,
                      splits: Sequence[str] = SPLITS,
                      report: DataReport | None = None) -> list[Utterance]:
   """Reads ROOT/commonvoice/<lang>/{split}.tsv (any release: only path, sentence and
-  client_id are required; unknown extra columns are ignored)."""
+  client_id are required; gender, age and accent(s) go to `attributes`, other columns are
+  ignored)."""
   report = report if report is not None else DataReport()
   corpus_dir = corpus_path(root, "commonvoice")
   out = []
@@ -335,8 +345,19 @@ def read_commonvoice(root: str, langs: Sequence[str] | None = None,
           continue
         seen.add(utt_id)
         out.append(Utterance("commonvoice", lang, split, utt_id, audio, row["sentence"].strip(),
-                             row.get("client_id", ""), durations.get(clip)))
+                             row.get("client_id", ""), durations.get(clip),
+                             row_attributes(row)))
   return out
+
+
+def row_attributes(row: dict[str, str]) -> tuple[tuple[str, str], ...]:
+  """(attribute, value) pairs of ATTRIBUTE_COLUMNS that `row` states (empty ones left out)."""
+  out = []
+  for name, columns in ATTRIBUTE_COLUMNS.items():
+    value = next((row[c].strip() for c in columns if c in row), "")
+    if value.lower() not in _NO_VALUE:
+      out.append((name, value))
+  return tuple(out)
 
 
 def _clip_durations(lang_dir: str, lang: str, report: DataReport) -> dict[str, float]:
@@ -398,7 +419,7 @@ def read_voxpopuli(root: str, langs: Sequence[str] | None = None,
           continue
         seen.add(utt_id)
         out.append(Utterance("voxpopuli", lang, split, utt_id, audio, text,
-                             row.get("speaker_id", "")))
+                             row.get("speaker_id", ""), attributes=row_attributes(row)))
   return out
 
 
