@@ -104,11 +104,19 @@ def char_edits(refs: Sequence[str], hyps: Sequence[str], include_spaces: bool = 
   _check_pairs(refs, hyps)
   if not refs:
     return EditCounts(*(np.zeros(0, np.int64) for _ in range(4)))
+  return _counts_from_alignments(char_alignment(refs, hyps, include_spaces))
+
+
+def char_alignment(refs: Sequence[str], hyps: Sequence[str], include_spaces: bool = True):
+  """jiwer.process_characters output on the texts char_edits scores (same space handling):
+  `.references`/`.hypotheses` are per-utterance character lists and `.alignments` per-
+  utterance AlignmentChunks, so error analysis reads the very alignment the CER counts."""
+  _check_pairs(refs, hyps)
   if include_spaces:
     refs, hyps = [" ".join(r.split()) for r in refs], [" ".join(h.split()) for h in hyps]
   else:
     refs, hyps = ["".join(r.split()) for r in refs], ["".join(h.split()) for h in hyps]
-  return _counts_from_alignments(jiwer.process_characters(refs, hyps))
+  return jiwer.process_characters(list(refs), list(hyps))
 
 
 def corpus_error_rate(counts: EditCounts) -> float:
