@@ -1,19 +1,35 @@
-r"""Scores a trained model on every language of a split.
+r"""Scores a trained model on every language of a split, or on any other test set.
 
   python -m mlasr.evaluate --workdir ~/mlasr_runs/demo_ctc --split test
+  python -m mlasr.evaluate --workdir RUN --data_root ~/cv-corpus-17.0 \
+      --sources commonvoice:en,commonvoice:ru --split test,dev
+  python -m mlasr.evaluate --workdir RUN --manifest colleague_test.tsv
 
 Reads the config saved in the workdir, restores the latest checkpoint, decodes every utterance
 of the split (greedy CTC), and writes `<workdir>/eval_<split>/`: results.json, results.md
 (per-language CER/WER with 95% bootstrap CIs, S/D/I counts, macro average, and the same table
-per speaker group, e.g. seen/unseen voices), cer_by_lang.png, NIST trn files for sclite and
-per_utt.tsv. CER/WER are corpus-level: total edits / total reference units, on normalized text.
+per speaker group, e.g. seen/unseen voices), cer_by_lang.png, NIST trn files for sclite,
+per_utt.tsv, and the error analysis of mlasr.evaluators.errors (errors.md, errors.json,
+cer_by_snr.png, cer_by_length.png). CER/WER are corpus-level: total edits / total reference
+units, on normalized text.
+
+Other test sets leave the run's config alone: `--data_root` (another Common Voice / VoxPopuli
+root, prepared on first use into ITS OWN `<data_root>/tfds`, as mlasr.data.tfds_builder.prepare
+does), `--sources` (corpus:lang pairs, default the run's), several comma-separated `--split`s,
+or `--manifest` (TSV/JSONL with path, text, lang, optional speaker; mlasr.data.manifest). Their
+reports go to `<workdir>/eval_on_<test set name>[_<decoder>]/`, never over the run's own
+eval_<split>/. Languages the model was not trained on fail before anything is decoded;
+reference characters its tokenizer does not know are counted in the report.
 """
 from __future__ import annotations
 
 import collections
+import copy
+import dataclasses
 import importlib
 import json
 import os
+import re
 
 from absl import app, flags, logging
 import jax
@@ -26,7 +42,10 @@ from mlasr import decoding
 from mlasr import lm as lm_lib
 from mlasr import config_lib
 from mlasr import sharding as sharding_lib
+from mlasr.data import corpora
 from mlasr.data import inputs
+from mlasr.data import manifest as manifest_lib
+from mlasr.evaluators import errors
 from mlasr.evaluators import report
 from mlasr.models import adapters as adapters_lib
 from mlasr.models import surgery
@@ -125,6 +144,151 @@ def tag_speaker_groups(utts: list[dict], groups: dict[tuple[str, str, str], str]
       u["group"] = group
 
 
+def benchmark_conditions(root: str) -> dict[tuple[str, str, str], dict[str, str]]:
+  """(corpus, lang, utt_id) -> {noise, snr_db} from `<root>/clips.tsv` when the corpus has one.
+
+  The generated benchmark records there which noise (none/white/pink/babble) it added to each
+  clip and at what SNR; real corpora have no such file.
+  """
+  path = os.path.join(os.path.expanduser(root), "clips.tsv")
+  if not os.path.exists(path):
+    return {}
+  out = {}
+  with open(path, encoding="utf-8") as f:
+    header = f.readline().rstrip("\n").split("\t")
+    for line in f:
+      row = dict(zip(header, line.rstrip("\n").split("\t")))
+      out[(row["corpus"], row["lang"], row["utt_id"])] = {"noise": row.get("noise", ""),
+                                                          "snr_db": row.get("snr_db", "")}
+  return out
+
+
+def corpus_attributes(root: str, datasets, splits) -> dict[tuple[str, str, str], dict]:
+  """(corpus, lang, utt_id) -> what the corpus states about the utterance: the speaker's
+  gender, age and accent from its TSVs (corpora.Utterance.attributes), and the benchmark's
+  noise and SNR. The prepared TFDS datasets do not carry them: they are read from the TSVs at
+  scoring time, so datasets prepared before this existed need no rebuild."""
+  out = collections.defaultdict(dict)
+  wanted = [s for s in splits if s in corpora.SPLITS]  # subsets are rows of train
+  wanted += ["train"] if len(wanted) < len(splits) else []
+  for corpus, lang in datasets:
+    try:
+      utts = corpora.read_corpus(root, corpus, [lang], wanted)
+    except (FileNotFoundError, ValueError):
+      continue  # a dataset prepared from a root that has since moved: no attributes
+    for u in utts:
+      out[(corpus, lang, u.utt_id)].update(u.attributes)
+  for key, conditions in benchmark_conditions(root).items():
+    if key in out:
+      out[key].update(conditions)
+  return dict(out)
+
+
+def tag_attributes(utts: list[dict], attributes: dict[tuple[str, str, str], dict]) -> None:
+  """Sets u["attributes"] ({name: value}) for each utterance."""
+  for u in utts:
+    u["attributes"] = dict(attributes.get((u["corpus"], u["lang"], u["utt_id"]), {}))
+
+
+@dataclasses.dataclass
+class TestSet:
+  """What mlasr.evaluate scores: batches plus what is known about their utterances."""
+  name: str        # "" for the run's own split (reports in eval_<split>/)
+  data: object     # .batches() -> eval batches (pipeline.EvalData or manifest.ManifestData)
+  attributes: dict  # (corpus, lang, utt_id) -> {attribute: value}
+  groups: dict     # (corpus, lang, speaker) -> speaker group
+  meta: dict       # where it came from, for results.json
+
+
+class _Splits:
+  """Batches of several splits' EvalData one after the other."""
+
+  def __init__(self, parts):
+    self.parts = list(parts)
+
+  def batches(self):
+    for part in self.parts:
+      yield from part.batches()
+
+
+def _slug(text: str) -> str:
+  return re.sub(r"[^A-Za-z0-9._+-]+", "_", text).strip("_") or "set"
+
+
+def check_languages(langs, model_langs, tokenizer, where: str) -> None:
+  """Raises ValueError, naming them, for languages the model's heads or tokenizer lack."""
+  known = list(model_langs)
+  tok_langs = getattr(tokenizer, "lang_chars", None)
+  if tok_langs:
+    known = [l for l in known if l in tok_langs]
+  if missing := sorted(set(langs) - set(known)):
+    raise ValueError(
+        f"{where}: the model's tokenizer does not know the language(s) {missing}; it was "
+        f"trained on {known}. Score a language the model has, or add the language to the "
+        "model first (train with config.tokenizer.from_dir, see the README).")
+
+
+def test_set(config, workdir: str, split: str, data_root: str = "", sources=(),
+             manifest: str = "", tokenizer=None) -> TestSet:
+  """The split of the run's own data, or the test set the flags name (see module doc)."""
+  splits = [s.strip() for s in split.split(",") if s.strip()]
+  if not splits:
+    raise ValueError(f"--split={split!r}: name at least one split")
+  model_langs = inputs.languages(config.data)
+  if manifest:
+    if data_root or sources:
+      raise ValueError("--manifest scores the manifest's rows; drop --data_root/--sources")
+    rows = manifest_lib.read_manifest(manifest)
+    check_languages({r.lang for r in rows}, model_langs, tokenizer, manifest)
+    data = manifest_lib.ManifestData(manifest, model_langs, inputs.buckets(config.data),
+                                     config.data.eval_batch_size, jax.process_index(),
+                                     jax.process_count())
+    name = "manifest-" + _slug(os.path.splitext(os.path.basename(manifest))[0])
+    return TestSet(name, data, data.attributes(), {},
+                   dict(test_set=name, manifest=os.path.abspath(manifest),
+                        skipped=data.report.skip_counts()))
+  run_root = os.path.abspath(os.path.expanduser(config.data.root))
+  root = os.path.abspath(os.path.expanduser(data_root)) if data_root else run_root
+  sources = tuple(sources) or tuple(config.data.sources)
+  own = root == run_root and sources == tuple(config.data.sources)
+  data_cfg = copy.deepcopy(config.data)
+  with data_cfg.unlocked():
+    data_cfg.sources = sources
+    data_cfg.langs = model_langs  # lang_id must index the model's adapters and heads
+    data_cfg.train_split = data_cfg.eval_split = ""  # only the splits scored are required
+    if root != run_root:
+      # That root's own TFDS dir: prepare() treats a dataset dir that exists as prepared,
+      # so another root's commonvoice/en built into the run's data dir would be read as the
+      # run's (or the run's as it), silently.
+      data_cfg.root, data_cfg.data_dir = root, ""
+  datasets = inputs.datasets(data_cfg)
+  check_languages({l for _, l in datasets}, model_langs, tokenizer, "--sources")
+  out_dir = inputs.data_dir(data_cfg)
+  for inside, what in ((workdir, "the run's workdir"), (inputs.data_dir(config.data),
+                                                        "the run's data dir")):
+    inside = os.path.abspath(os.path.expanduser(inside))
+    if root != run_root and (out_dir == inside or out_dir.startswith(inside + os.sep)):
+      raise ValueError(f"--data_root={data_root}: its TFDS dir {out_dir} lies inside {what} "
+                       f"{inside}; put the corpus elsewhere")
+  if not own:
+    inputs.prepare_sources(data_cfg)
+  data = _Splits(inputs.eval_data(with_data(config, data_cfg), s) for s in splits)
+  name = "" if own and len(splits) == 1 else _slug(
+      ("" if own else os.path.basename(root.rstrip(os.sep)) + "-")
+      + "+".join(f"{c}_{l}" for c, l in datasets) + "-" + "+".join(splits))
+  return TestSet(name, data, corpus_attributes(root, datasets, splits), speaker_groups(root),
+                 dict(test_set=name or split, data_root=root, sources=list(sources),
+                      splits=splits))
+
+
+def with_data(config, data_cfg):
+  """`config` with `data_cfg` as its data section (a copy; the run's config is untouched)."""
+  out = copy.deepcopy(config)
+  with out.unlocked():
+    out.data = data_cfg
+  return out
+
+
 def restore_model(workdir: str, step: int | None = None):
   """(config, tokenizer, model, step) with the parameters of a checkpoint in `workdir`.
 
@@ -203,8 +367,13 @@ def run(workdir: str, split: str, n_boot: int = 1000, step: int | None = None,
         adapter_lang: str = "", adapter_file: str = "", lid_workdir: str = "",
         decoder: str = "greedy", lm_kind: str = "char", lm_dir: str = "", beam: int = 16,
         lm_weight: float | None = None, word_bonus: float | None = None,
-        hotwords: tuple[str, ...] = (), hotword_weight: float = 0.0) -> dict:
+        hotwords: tuple[str, ...] = (), hotword_weight: float = 0.0, data_root: str = "",
+        sources: tuple[str, ...] = (), manifest: str = "") -> dict:
   """Scores `workdir` on `split` and writes the report to <workdir>/eval_<split>[_<mode>]/.
+
+  split: one split or several, comma-separated (scored as one set).
+  data_root, sources, manifest: another test set (module docstring); its report goes to
+    <workdir>/eval_on_<name>[_<mode>]/ and results.json's meta says what it was.
 
   adapter_lang: '' uses each utterance's true language (oracle); a code forces that
   language's adapter/head on every utterance; 'auto' picks it per utterance with the LID
@@ -219,8 +388,9 @@ def run(workdir: str, split: str, n_boot: int = 1000, step: int | None = None,
   config, tokenizer, model, step = restore_model(workdir, step)
   # Results go in the run folder: fail now, not after decoding the whole split.
   config_lib.ensure_writable_dir(workdir, "--workdir")
+  tset = test_set(config, workdir, split, data_root, tuple(sources), manifest, tokenizer)
   if config.task == "lid":
-    return run_lid(config, model, workdir, split, step)
+    return run_lid(config, model, workdir, split, step, tset)
   loaded = load_adapter(model, adapter_file) if adapter_file else None
   choose = language_chooser(adapter_lang, getattr(model, "langs", ()), lid_workdir)
   predict = jitted_predict(config, model)
@@ -235,7 +405,7 @@ def run(workdir: str, split: str, n_boot: int = 1000, step: int | None = None,
     return predict(batch)
 
   if decoder == "greedy":
-    utts = transcribe(predict_with_language, inputs.eval_data(config, split), tokenizer)
+    utts = transcribe(predict_with_language, tset.data, tokenizer)
   else:
     if choose is not None:
       raise ValueError("--adapter_lang with a beam decoder is not supported; use greedy")
@@ -246,19 +416,30 @@ def run(workdir: str, split: str, n_boot: int = 1000, step: int | None = None,
       settings = (tuned_lm_settings(lm_dir, kind) if lm_weight is None and word_bonus is None
                   else collections.defaultdict(lambda: dict(lm_weight=lm_weight or 0.0,
                                                             word_bonus=word_bonus or 0.0)))
-    utts = utterance_log_probs(jitted_log_probs(config, model), inputs.eval_data(config, split))
+    utts = utterance_log_probs(jitted_log_probs(config, model), tset.data)
     beam_transcribe(utts, tokenizer, settings, lm_dir, kind, tuple(hotwords), hotword_weight,
                     beam)
     for u in utts:
       del u["log_probs"]
-  tag_speaker_groups(utts, speaker_groups(config.data.root))
+  tag_speaker_groups(utts, tset.groups)
+  tag_attributes(utts, tset.attributes)
   meta = dict(workdir=os.path.abspath(workdir), split=split, step=step,
               sources=list(config.data.sources), adapter_lang=adapter_lang or "oracle",
               adapter_file=adapter_file, adapter_file_lang=loaded,
               lid_workdir=os.path.abspath(lid_workdir) if lid_workdir else "",
               decoder=decoder, lm_kind=lm_kind if decoder == "beam_lm" else "", beam=beam,
               hotwords=list(hotwords))
+  meta.update(tset.meta)  # what was scored: the test set's sources, root or manifest
   results = score(utts, n_boot, meta)
+  # Characters the tokenizer maps to <unk> can never be output: each is an error the model
+  # cannot fix, which a corpus from elsewhere (another release, a manifest) can hold many of.
+  unknown = errors.count_unknown_chars(utts, tokenizer) if tokenizer is not None else {}
+  results["unknown_chars"] = {l: {"count": u["count"], "ref_chars": u["ref_chars"]}
+                              for l, u in unknown.items()}
+  for lang, u in unknown.items():
+    if u["count"]:
+      logging.warning("%s: %d of %d reference characters are unknown to the tokenizer (%s)",
+                      lang, u["count"], u["ref_chars"], "".join(list(u["chars"])[:20]))
   by_group = collections.defaultdict(list)
   for u in utts:
     if "group" in u:
@@ -272,8 +453,10 @@ def run(workdir: str, split: str, n_boot: int = 1000, step: int | None = None,
   suffix = f"_{adapter_lang}" if adapter_lang else ""
   if decoder != "greedy":
     suffix += f"_{decoder}" + (f"_{lm_kind}" if decoder == "beam_lm" else "")
-  out_dir = os.path.join(workdir, f"eval_{split}{suffix}")
+  out_dir = os.path.join(workdir, f"eval_on_{tset.name}{suffix}" if tset.name
+                         else f"eval_{split}{suffix}")
   paths = report.write_report(results, out_dir, utts)
+  paths.update(errors.write(errors.analyze(utts, unknown_chars=unknown, meta=meta), out_dir))
   config_lib.save_config(config, out_dir)
   print(report.to_markdown(results))
   if "lid" in results:
@@ -282,18 +465,20 @@ def run(workdir: str, split: str, n_boot: int = 1000, step: int | None = None,
   return results
 
 
-def run_lid(config, model, workdir: str, split: str, step: int) -> dict:
-  """LID accuracy and confusion matrix -> <workdir>/eval_<split>/lid.json and lid.md."""
-  eval_data = inputs.eval_data(config, split)
-  true, pred, speakers = lid.classify(jitted_predict(config, model), eval_data)
+def run_lid(config, model, workdir: str, split: str, step: int,
+            tset: TestSet | None = None) -> dict:
+  """LID accuracy and confusion matrix -> <workdir>/eval_<split>/lid.json and lid.md
+  (eval_on_<name>/ for another test set)."""
+  tset = tset or test_set(config, workdir, split)
+  true, pred, speakers = lid.classify(jitted_predict(config, model), tset.data)
   langs = list(model.langs)
   result = dict(lid.scores(true, pred, langs), split=split, step=step,
-                workdir=os.path.abspath(workdir))
-  groups = speaker_groups(config.data.root)
+                workdir=os.path.abspath(workdir), **tset.meta)
+  groups = tset.groups
   utt_groups = np.array([groups.get(s, "") for s in speakers], dtype=object)
   result["by_group"] = {g: lid.scores(true[utt_groups == g], pred[utt_groups == g], langs)
                         for g in sorted(set(utt_groups) - {""})}
-  out_dir = os.path.join(workdir, f"eval_{split}")
+  out_dir = os.path.join(workdir, f"eval_on_{tset.name}" if tset.name else f"eval_{split}")
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, "lid.json"), "w", encoding="utf-8") as f:
     json.dump(result, f, indent=1)
@@ -313,13 +498,20 @@ def main(argv):
       hotwords += tuple(l.strip() for l in fh if l.strip())
   run(f.workdir, f.split, f.n_boot, f.step, f.adapter_lang, f.adapter_file, f.lid_workdir,
       f.decoder, f.lm_kind, f.lm_dir, f.beam, f.lm_weight, f.word_bonus, hotwords,
-      f.hotword_weight)
+      f.hotword_weight, f.data_root, tuple(f.sources or ()), f.manifest)
 
 
 if __name__ == "__main__":
   # Flags are defined here, not at import, so train.py can import this module.
   flags.DEFINE_string("workdir", None, "Training workdir (holds config.json and checkpoints).")
-  flags.DEFINE_string("split", "test", "Split to score: dev, test, ...")
+  flags.DEFINE_string("split", "test", "Split(s) to score: dev, test, ... (comma-separated: "
+                      "scored together).")
+  flags.DEFINE_string("data_root", "", "Score another Common Voice / VoxPopuli root (prepared "
+                      "into <data_root>/tfds on first use); default: the run's.")
+  flags.DEFINE_list("sources", [], "corpus:lang pairs to score, e.g. commonvoice:en "
+                    "(default: the run's).")
+  flags.DEFINE_string("manifest", "", "Score a TSV/JSONL manifest (path, text, lang, optional "
+                      "speaker and any attribute columns) instead of a corpus.")
   flags.DEFINE_integer("n_boot", 1000, "Bootstrap resamples for the confidence intervals.")
   flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
   flags.DEFINE_string("adapter_lang", "", "Per-language adapters/heads: '' = each utterance's "
