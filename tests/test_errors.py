@@ -175,6 +175,10 @@ def _other_root(root):
     clips.append(f"commonvoice\ten\ttest\tcommon_voice_en_{k}\tspk{k % 2}\t{noise}\t{snr}\tx\ty")
   (cv / "test.tsv").write_text("\t".join(synth_benchmark.CV_HEADER) + "\n" + "\n".join(rows)
                                + "\n", encoding="utf-8")
+  _tone(cv / "clips" / "common_voice_en_dev.wav", 1.0, 440)
+  (cv / "dev.tsv").write_text("\t".join(synth_benchmark.CV_HEADER) + "\n" + "\t".join(
+      dict(path="common_voice_en_dev.wav", sentence="left").get(c, "")
+      for c in synth_benchmark.CV_HEADER) + "\n", encoding="utf-8")
   (root / "clips.tsv").write_text(
       "corpus\tlang\ttable\tutt_id\tspeaker_id\tnoise\tsnr_db\tsource\tlicense\n"
       + "\n".join(clips) + "\n", encoding="utf-8")
@@ -216,6 +220,12 @@ def test_evaluate_another_root_end_to_end(tiny_run, tmp_path):
   known = set("front center left right rear side") - {" "}
   unknown = sum(ch not in known and ch != " " for t in texts for ch in t)
   assert results["unknown_chars"]["en"]["count"] == unknown > 0
+  # Several splits as one set (already prepared: the dev row was built with test).
+  both = evaluate.run(tiny_run, "test,dev", n_boot=0, data_root=str(root),
+                      sources=("commonvoice:en",))
+  assert both["all"]["utts"] == len(texts) + 1
+  assert os.path.exists(os.path.join(tiny_run, "eval_on_cv-other-commonvoice_en-test+dev",
+                                     "errors.md"))
   with pytest.raises(ValueError, match=r"does not know the language\(s\) \['de'\]"):
     evaluate.run(tiny_run, "test", data_root=str(root), sources=("commonvoice:de",))
 
@@ -242,6 +252,10 @@ def test_evaluate_a_manifest_end_to_end(tiny_run, tmp_path):
   assert {k: v["utts"] for k, v in analysis["breakdowns"]["room"].items()} == {"noisy": 1,
                                                                                "quiet": 2}
   assert sorted(os.listdir(clips)) == ["a.wav", "b.flac", "broken.wav", "c.wav"]  # untouched
+  # The beam decoders score the same set into their own folder.
+  beam = evaluate.run(tiny_run, "test", n_boot=0, manifest=str(manifest), decoder="beam", beam=4)
+  assert beam["meta"]["decoder"] == "beam" and beam["all"]["utts"] == 3
+  assert os.path.exists(os.path.join(out + "_beam", "errors.json"))
   bad = tmp_path / "bad.jsonl"
   bad.write_text(json.dumps({"path": "clips/a.wav", "text": "hallo", "lang": "de"}) + "\n")
   with pytest.raises(ValueError, match=r"does not know the language\(s\) \['de'\]"):
