@@ -16,7 +16,8 @@ JSON-ready dict:
   Row = {"utts", "hours", "cer": {"rate", "sub", "del", "ins", "n"}, "wer": {...}}
 
 Every utterance falls in exactly one value of each attribute (missing values are "(not
-given)"), so each breakdown's S/D/I/N add up to the corpus totals. Character statistics read
+given)"), so each breakdown's S/D/I/N add up to the corpus totals. Common Voice's newer gender
+values male_masculine / female_feminine are pooled with male / female. Character statistics read
 the alignment the CER is counted on (jiwer.process_characters via metrics.char_alignment):
 a substitution chunk of k characters is k pairs, aligned position by position.
 
@@ -48,6 +49,9 @@ SNR_EDGES_DB = (5.0, 10.0, 15.0, 20.0)
 LENGTH_EDGES_S = (2.0, 4.0, 8.0, 16.0)
 # The space shows as a visible symbol in tables (a substitution "a -> ' '" reads badly).
 SPACE = "␣"
+# Common Voice writes male_masculine / female_feminine since 2023 (male / female before, and
+# VoxPopuli): one row each, so a set pooling releases or corpora is not split in two.
+_GENDER_ALIASES = {"male_masculine": "male", "female_feminine": "female"}
 
 
 def _band(value: float, edges: Sequence[float], unit: str) -> str:
@@ -88,6 +92,8 @@ def utterance_attributes(u: Mapping[str, Any]) -> dict[str, str | None]:
     if name == "snr_db":
       continue  # shown as its band
     out[name] = None if value in (None, "") else str(value)
+  if out.get("gender"):
+    out["gender"] = _GENDER_ALIASES.get(out["gender"], out["gender"])
   out["SNR band"] = snr_band(attrs)
   out["length"] = length_band(u["seconds"]) if u.get("seconds") else None
   return out
@@ -245,7 +251,8 @@ def to_markdown(analysis: Mapping[str, Any]) -> str:
     lines.append("")
   if analysis["worst"]:
     lines += ["## Worst utterances (most character errors)", "",
-              "| utt_id | lang | errors / chars | reference | hypothesis |", "|---|---|---|---|---|"]
+              "| utt_id | lang | errors / chars | reference | hypothesis |",
+              "|---|---|---|---|---|"]
     for w in analysis["worst"]:
       lines.append(f"| {_cell(w['utt_id'])} | {w['lang']} | {w['char_errors']} / {w['chars']} "
                    f"| {_cell(w['ref'])} | {_cell(w['hyp'])} |")
@@ -256,13 +263,15 @@ def to_markdown(analysis: Mapping[str, Any]) -> str:
 def plot_breakdown(rows: Mapping[str, Mapping[str, Any]], path: str, title: str,
                    xlabel: str) -> None:
   """Bar chart of CER (%) per value of one breakdown, with utterance counts on the bars."""
-  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
-  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  # Figure + Agg canvas as report.plot_cer: no pyplot state, no backend switch for the caller.
+  from matplotlib.backends import backend_agg  # pylint: disable=import-outside-toplevel
+  from matplotlib import figure  # pylint: disable=import-outside-toplevel
   names = list(rows)
-  rates = [100 * (rows[n]["cer"]["rate"] if math.isfinite(rows[n]["cer"]["rate"] or math.nan)
-                  else 0.0) for n in names]
-  fig = Figure(figsize=(max(4.0, 0.9 * len(names) + 1.5), 3.5), dpi=120)
-  FigureCanvasAgg(fig)
+  # An undefined rate (no reference characters) draws as an empty bar.
+  rates = [100 * r if r is not None and math.isfinite(r) else 0.0
+           for r in (rows[n]["cer"]["rate"] for n in names)]
+  fig = figure.Figure(figsize=(max(4.0, 0.9 * len(names) + 1.5), 3.5), dpi=120)
+  backend_agg.FigureCanvasAgg(fig)
   ax = fig.add_subplot()
   x = np.arange(len(names))
   bars = ax.bar(x, rates, color="tab:blue")
