@@ -9,6 +9,14 @@ writes into `<step>.orbax-checkpoint-tmp-*` and renames when complete, so a proc
 mid-save leaves the previous checkpoint as the latest one (tests/test_checkpoint.py kills one).
 `<workdir>/checkpoints` keeps the last `max_to_keep`; `<workdir>/best` keeps the parameters
 with the best dev metric.
+
+PRNG implementation (config.prng_impl, jax_default_prng_impl): a threefry key is 2 uint32
+words and an rbg/unsafe_rbg key 4, and the same (seed, step) gives different dropout masks
+under each. No key is stored here (keys are re-derived from (seed, step)), so arrays always
+restore; but resuming a run under another implementation would silently continue it with a
+different random stream, so every checkpoint records its implementation in the metadata and
+`restore` refuses a mismatch with a message saying how to proceed. Checkpoints written before
+this field existed are threefry (JAX's default, the only one mlasr used).
 """
 from __future__ import annotations
 
@@ -16,6 +24,45 @@ import os
 
 import jax
 import orbax.checkpoint as ocp
+
+# config.prng_impl name -> jax_default_prng_impl value.
+PRNG_IMPLS = {"threefry": "threefry2x32", "rbg": "rbg", "unsafe_rbg": "unsafe_rbg"}
+
+
+def set_prng_impl(name: str) -> None:
+  """Sets JAX's default PRNG ("threefry", "rbg" or "unsafe_rbg"); call before making keys.
+
+  "unsafe_rbg" (MaxText's choice on accelerators) draws dropout bits with the hardware RNG
+  instead of threefry's ~20 integer rounds per word; its streams are not guaranteed to be
+  independent across splits, which is harmless for dropout.
+  """
+  if name not in PRNG_IMPLS:
+    raise ValueError(f"prng_impl must be one of {sorted(PRNG_IMPLS)}, got {name!r}")
+  jax.config.update("jax_default_prng_impl", PRNG_IMPLS[name])
+
+
+def current_prng_impl() -> str:
+  """The config name of the PRNG implementation JAX uses now."""
+  value = jax.config.jax_default_prng_impl
+  return next((k for k, v in PRNG_IMPLS.items() if v == value), value)
+
+
+class PrngImplMismatchError(ValueError):
+  """A checkpoint was written under another PRNG implementation than the running one."""
+
+
+def check_prng_impl(meta: dict, where: str) -> None:
+  """Raises PrngImplMismatchError if `meta` (a checkpoint's) names another PRNG impl."""
+  saved = meta.get("prng_impl", "threefry")  # older checkpoints: JAX's default
+  running = current_prng_impl()
+  if saved != running:
+    raise PrngImplMismatchError(
+        f"{where} was written with prng_impl={saved!r} but this run uses {running!r}: "
+        f"resuming would continue it with a different dropout/masking random stream "
+        f"({'2' if saved == 'threefry' else '4'}-word keys then, "
+        f"{'2' if running == 'threefry' else '4'}-word now). Resume with "
+        f"--config.prng_impl={saved}, or start a new --workdir with "
+        f"--config.init_from=<this run> to switch (parameters carry over).")
 
 
 class Checkpointer:
@@ -37,6 +84,7 @@ class Checkpointer:
     return self.manager.latest_step()
 
   def save(self, step: int, state: dict, data_state: dict, meta: dict):
+    meta = dict(meta, prng_impl=current_prng_impl())
     self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         data=ocp.args.JsonSave(data_state),
@@ -48,12 +96,20 @@ class Checkpointer:
                    metrics={k: float(v) for k, v in metrics.items()})
 
   def restore(self, step: int, abstract_state: dict):
-    """Restores into the shapes/dtypes/shardings of `abstract_state` (ShapeDtypeStructs)."""
+    """Restores into the shapes/dtypes/shardings of `abstract_state` (ShapeDtypeStructs).
+
+    Raises PrngImplMismatchError, before reading any array, if the checkpoint was written
+    under another PRNG implementation than the one JAX uses now.
+    """
+    meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    check_prng_impl(meta["meta"], f"checkpoint {step} in {self.directory}")
     restored = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state),
         data=ocp.args.JsonRestore(),
         meta=ocp.args.JsonRestore()))
-    return restored["state"], restored["data"], restored["meta"]
+    meta = dict(restored["meta"])
+    meta.pop("prng_impl", None)  # the Checkpointer's own field: callers get back what they saved
+    return restored["state"], restored["data"], meta
 
   def wait(self):
     self.manager.wait_until_finished()

@@ -98,6 +98,9 @@ def base_ctc_config() -> ml_collections.ConfigDict:
   c.compilation_cache = "~/.cache/mlasr/jax_cache"
   c.init_from = ""                   # a run's workdir to start from (mlasr/models/surgery.py)
   c.init_scope = "encoder"           # "encoder" (pretrained encoder) | "all" (every match)
+  # jax_default_prng_impl: "threefry" (JAX's default) | "unsafe_rbg" (cheaper dropout bits
+  # on GPU/TPU, as MaxText) | "rbg". A run resumes only under the impl it was saved with.
+  c.prng_impl = "threefry"
 
   c.data = ml_collections.ConfigDict()
   c.data.root = ""                   # corpus root: <root>/commonvoice, <root>/voxpopuli

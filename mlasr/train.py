@@ -108,6 +108,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
   # Set up: output folder, the config used, compilation cache.
   # ---------------------------------------------------------------------------------------
   config_lib.ensure_writable_dir(workdir, "--workdir")  # a clear error, before any work
+  # Before any key exists: keys made under one implementation do not mix with another's.
+  ckpt_lib.set_prng_impl(config.get("prng_impl", "threefry"))
   logging.get_absl_handler().addFilter(_QuietLibraries())
   is_main = jax.process_index() == 0
   if is_main:
