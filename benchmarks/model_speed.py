@@ -6,7 +6,9 @@ Reports the real-time factor (RTF = compute seconds / audio seconds, lower is fa
 `tiny` preset with both front ends, of the same waveform architecture with and without the
 conformer conv module, and of a transformers PyTorch HubertModel with the identical
 architecture on the same audio. Also times the CPU kernel choices (shifted-slice depthwise
-conv vs XLA grouped conv, reshape+matmul strided conv vs XLA conv).
+conv vs XLA grouped conv, reshape+matmul strided conv vs XLA conv, positional conv split into
+one conv per group vs one grouped conv, attention implementations); `--kernels-only` times
+just those.
 """
 
 from __future__ import annotations
@@ -86,6 +88,24 @@ def kernel_times(repeats: int) -> dict[str, float]:
                    ("strided_conv_xla", frontends.strided_conv1d_xla)):
     f = jax.jit(fn, static_argnums=2)
     out[name] = 1e3 * _time(lambda: f(x, w, 2), repeats)
+  # Positional conv (weight norm + conv + GELU), tiny (d=192, k=32) and Base (d=768, k=128)
+  # sizes, 16 groups: EncoderConfig.pos_conv_impl "split" vs "grouped".
+  for label, (b, f, d, k) in (("tiny", (4, 800, 192, 32)), ("base", (2, 400, 768, 128))):
+    x = jnp.asarray(rng.standard_normal((b, f, d)), jnp.float32)
+    for impl in ("split", "grouped"):
+      conv = layers.PositionalConv(d, k, 16, impl=impl, rngs=nnx.Rngs(0))
+      graphdef, state = nnx.split(conv)
+      g = jax.jit(lambda s, x, gd=graphdef: nnx.merge(gd, s)(x))
+      out[f"pos_conv_{label}_{impl}"] = 1e3 * _time(lambda: g(state, x), repeats)
+  # Self-attention at tiny sizes (4 heads of 48, 800 frames), forward + backward.
+  for impl in ("reference", "xla"):
+    attn = layers.Attention(192, 4, 0.0, impl=impl, rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split(attn)
+    x = jnp.asarray(rng.standard_normal((4, 800, 192)), jnp.float32)
+    mask = jnp.arange(800)[None] < jnp.array([800, 700, 500, 300])[:, None]
+    g = jax.jit(jax.grad(lambda s, x, gd=graphdef: jnp.sum(
+        nnx.merge(gd, s)(x, mask, True) ** 2), argnums=1))
+    out[f"attention_fwd_bwd_{impl}"] = 1e3 * _time(lambda: g(state, x), repeats)
   return out
 
 
@@ -95,7 +115,17 @@ def main() -> None:
   p.add_argument("--batch", type=int, default=4)
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--out", default=None, help="write the results as JSON here")
+  p.add_argument("--kernels-only", action="store_true", help="only the kernel timings")
   args = p.parse_args()
+  if args.kernels_only:
+    kernels = kernel_times(args.repeats)
+    print(f"kernels (ms/call, median of {args.repeats}, {jax.default_backend()}):")
+    for k, v in kernels.items():
+      print(f"  {k:34s} {v:8.2f}")
+    if args.out:
+      with open(args.out, "w") as f:
+        json.dump({"kernels_ms": kernels}, f, indent=2)
+    return
 
   tiny = hubert.PRESETS["tiny"]
   audio = (0.1 * np.random.default_rng(0).standard_normal(

@@ -72,6 +72,13 @@ class EncoderConfig:
   layerdrop: float = 0.05
   dtype: str = "float32"                # compute dtype; params are always float32
   remat: str = "none"                   # activation checkpointing per block: none|full|dots
+  # softmax(qk)v: "auto" (cuDNN fused on a GPU when no attention dropout is active, else the
+  # hand-written reference) | "reference" | "xla" | "cudnn" (drops attention dropout);
+  # see layers.Attention.
+  attention_impl: str = "auto"
+  # Positional conv: "split" (one conv per group; fastest on CPU) | "grouped" (one conv with
+  # feature_group_count; meant for GPU/TPU) | "auto" (split on CPU, grouped elsewhere).
+  pos_conv_impl: str = "auto"
 
   def __post_init__(self):
     # Configs from ml_collections / JSON carry lists; the config must stay hashable because
@@ -151,7 +158,8 @@ class Encoder(nnx.Module):
     # pos_conv_kernel=0: no convolutional positional embedding (a conformer conv module in
     # every block already gives the model relative position).
     self.pos_conv = (layers.PositionalConv(d, cfg.pos_conv_kernel, cfg.pos_conv_groups,
-                                           dtype=dtype, rngs=rngs) if cfg.pos_conv_kernel else None)
+                                           dtype=dtype, impl=cfg.pos_conv_impl, rngs=rngs)
+                     if cfg.pos_conv_kernel else None)
     # Post-LN: LayerNorm after the pos-conv add; pre-LN: LayerNorm after the last block.
     self.layer_norm = layers.LayerNorm(d, eps=cfg.layer_norm_eps, dtype=dtype, rngs=rngs)
     self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs)
@@ -161,7 +169,7 @@ class Encoder(nnx.Module):
             dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
             activation_dropout=cfg.activation_dropout,
             conv_module_kernel=cfg.conv_module_kernel, eps=cfg.layer_norm_eps, dtype=dtype,
-            rngs=rngs)
+            attention_impl=cfg.attention_impl, rngs=rngs)
         for _ in range(cfg.num_layers)])
     self.layerdrop_rngs = rngs["dropout"].fork() if cfg.layerdrop > 0 else None
     self.dtype = dtype

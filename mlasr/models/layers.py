@@ -9,6 +9,7 @@ statistics and softmax are computed in float32 whatever the compute dtype.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Sequence
 
 import jax
@@ -136,51 +137,117 @@ def depthwise_conv1d_xla(x: jax.Array, kernel: jax.Array) -> jax.Array:
       dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=c)
 
 
+POS_CONV_IMPLS = ("auto", "split", "grouped")
+
+
 class PositionalConv(nnx.Module):
   """wav2vec 2.0 relative positional embedding: weight-normed grouped conv + GELU.
 
   Weight norm over dim=2 as in fairseq/transformers: for every kernel tap k,
   W[k] = g[k] * v[k] / ||v[k]|| (norm over input and output channels).
   Even kernels drop the last output frame (transformers' SamePadLayer).
+  `impl`: "split" (one plain conv per group), "grouped" (one feature_group_count conv) or
+  "auto" (split on CPU, grouped on GPU/TPU); the two agree to float rounding.
   """
 
   def __init__(self, dim: int, kernel: int, groups: int, *, dtype=jnp.float32,
-               rngs: nnx.Rngs):
+               impl: str = "auto", rngs: nnx.Rngs):
     if dim % groups:
       raise ValueError(f"d_model={dim} is not divisible by pos_conv_groups={groups}")
+    if impl not in POS_CONV_IMPLS:
+      raise ValueError(f"pos_conv_impl must be one of {POS_CONV_IMPLS}, got {impl!r}")
     std = (2.0 / (kernel * dim / groups)) ** 0.5  # kaiming-normal, as transformers' init
     self.weight_v = param(jax.nn.initializers.normal(std), rngs.params(),
                           (kernel, dim // groups, dim), (None, None, "embed"))
     v_norm = jnp.sqrt(jnp.square(self.weight_v[...]).sum((1, 2)))
     self.weight_g = nnx.Param(v_norm, out_sharding=(None,), eager_sharding=False)
     self.bias = param(jax.nn.initializers.zeros, rngs.params(), (dim,), ("embed",))
-    self.kernel, self.groups, self.dtype = kernel, groups, dtype
+    self.kernel, self.groups, self.dtype, self.impl = kernel, groups, dtype, impl
+
+  def resolve_impl(self) -> str:
+    if self.impl != "auto":
+      return self.impl
+    # On CPU one plain conv per group is 1.4x (d=768, k=128) to 4x (d=192, k=32) faster than
+    # XLA's feature_group_count conv (benchmarks/model_speed.py --kernels-only); GPUs and
+    # TPUs have native grouped-conv kernels, where one launch should beat 16
+    # (benchmarks/gpu_step.py times both).
+    return "split" if jax.default_backend() == "cpu" else "grouped"
 
   def __call__(self, x: jax.Array) -> jax.Array:  # [B, F, D] -> [B, F, D]
     v = self.weight_v[...]
     w = v * (self.weight_g[...] / jnp.sqrt(jnp.square(v).sum((1, 2))))[:, None, None]
     pad = self.kernel // 2
     x, w = x.astype(self.dtype), w.astype(self.dtype)
-    # One plain conv per group: on CPU 1.4x (d=768, k=128) to 3.4x (d=192, k=32) faster
-    # than XLA's feature_group_count conv, with identical results.
-    gi, go = w.shape[1], w.shape[2] // self.groups
-    y = jnp.concatenate([
-        jax.lax.conv_general_dilated(
-            x[..., g * gi:(g + 1) * gi], w[..., g * go:(g + 1) * go], window_strides=(1,),
-            padding=[(pad, pad)], dimension_numbers=("NWC", "WIO", "NWC"))
-        for g in range(self.groups)], axis=-1)
+    if self.resolve_impl() == "grouped":
+      y = jax.lax.conv_general_dilated(
+          x, w, window_strides=(1,), padding=[(pad, pad)],
+          dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=self.groups)
+    else:
+      gi, go = w.shape[1], w.shape[2] // self.groups
+      y = jnp.concatenate([
+          jax.lax.conv_general_dilated(
+              x[..., g * gi:(g + 1) * gi], w[..., g * go:(g + 1) * go], window_strides=(1,),
+              padding=[(pad, pad)], dimension_numbers=("NWC", "WIO", "NWC"))
+          for g in range(self.groups)], axis=-1)
     if self.kernel % 2 == 0:
       y = y[:, :-1]
     return gelu(y + self.bias[...].astype(self.dtype))
 
 
+ATTENTION_IMPLS = ("auto", "reference", "xla", "cudnn")
+
+
+def cudnn_attention_supported(dtype, head_dim: int) -> bool:
+  """Whether cuDNN's fused (flash) attention can run here for this compute dtype/head size.
+
+  It needs an NVIDIA GPU of compute capability >= 8.0 (Ampere, Hopper), half-precision inputs
+  (there is no float32 kernel) and a head size that is a multiple of 8 up to 128.
+  """
+  if jax.default_backend() != "gpu":
+    return False
+  capability = getattr(jax.devices()[0], "compute_capability", None)
+  try:
+    if capability is None or float(capability) < 8.0:
+      return False
+  except ValueError:  # a ROCm device reports e.g. "gfx90a": no cuDNN there
+    return False
+  return jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) and head_dim % 8 == 0 and \
+      head_dim <= 128
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_once(message: str) -> None:
+  logging.warning(message)
+
+
 class Attention(nnx.Module):
-  """Multi-head self-attention with key padding mask; weights [D, H, Dh]."""
+  """Multi-head self-attention with key padding mask; weights [D, H, Dh].
+
+  `impl` chooses how softmax(q k^T) v is computed:
+    - "reference": the hand-written softmax over the full [B, H, F, F] score matrix, the
+      only implementation with attention dropout on the probabilities.
+    - "xla": `jax.nn.dot_product_attention(implementation="xla")`, fed the same pre-scaled
+      q and boolean mask; it agrees with "reference" to float rounding (~1e-6 in float32,
+      outputs and gradients; tests/test_fast_paths.py), and on CPU its backward pass was 2x
+      slower (benchmarks/model_speed.py --kernels-only). Attention dropout, when active, uses
+      "reference" (the library call has no dropout).
+    - "cudnn": cuDNN fused attention with per-example key lengths (the mask must be
+      right-padded, as the encoder's frame masks are). **Attention dropout is not applied**
+      (a documented deviation: the cuDNN kernel bakes its dropout seed into the compiled
+      program, so the masks would repeat every step; without it the kernel stays
+      stateless). Where cuDNN cannot run (CPU, float32, odd head size) it falls back to "xla"
+      with a warning, so a GPU config still evaluates on a laptop.
+    - "auto" (default): "cudnn" where it is supported and no attention dropout is active
+      (evaluation, or attention_dropout=0), else "reference" -- so on CPU the numerics are
+      exactly today's.
+  """
 
   def __init__(self, dim: int, heads: int, dropout: float, *, dtype=jnp.float32,
-               rngs: nnx.Rngs):
+               impl: str = "auto", rngs: nnx.Rngs):
     if dim % heads:
       raise ValueError(f"d_model={dim} is not divisible by num_heads={heads}")
+    if impl not in ATTENTION_IMPLS:
+      raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLS}, got {impl!r}")
     dh = dim // heads
     init = jax.nn.initializers.lecun_normal(in_axis=0, out_axis=(1, 2))
     for name in ("q", "k", "v"):
@@ -193,6 +260,27 @@ class Attention(nnx.Module):
     self.out_bias = param(jax.nn.initializers.zeros, rngs.params(), (dim,), ("embed",))
     self.dropout = nnx.Dropout(dropout, rngs=rngs)
     self.dtype = dtype
+    self.impl = impl
+    if impl == "cudnn" and dropout > 0:
+      _warn_once(f"attention_impl='cudnn': attention_dropout={dropout} is not applied "
+                 "(cuDNN would repeat one dropout mask every step); set it to 0 to silence this")
+
+  def resolve_impl(self, deterministic: bool, head_dim: int) -> str:
+    """The implementation a call will use (see the class docstring)."""
+    dropout_active = not deterministic and self.dropout.rate > 0
+    if self.impl == "auto":
+      if not dropout_active and cudnn_attention_supported(self.dtype, head_dim):
+        return "cudnn"
+      return "reference"
+    if self.impl == "cudnn":
+      if cudnn_attention_supported(self.dtype, head_dim):
+        return "cudnn"
+      _warn_once(f"attention_impl='cudnn' is not supported on {jax.default_backend()} with "
+                 f"dtype {jnp.dtype(self.dtype).name}, head size {head_dim}: using 'xla'")
+      return "reference" if dropout_active else "xla"
+    if self.impl == "xla" and dropout_active:
+      return "reference"
+    return self.impl
 
   def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool) -> jax.Array:
     dt = self.dtype
@@ -203,13 +291,27 @@ class Attention(nnx.Module):
       return jnp.einsum("btd,dhk->bthk", x, k[...].astype(dt)) + b[...].astype(dt)
 
     q, k, v = proj("q"), proj("k"), proj("v")  # [B, F, H, Dh]
+    # q is scaled before the product (as fairseq) and the library calls get scale=1, so all
+    # implementations see the same rounded q.
     q = q * (q.shape[-1] ** -0.5)
-    scores = jnp.einsum("bqhk,bshk->bhqs", q, k).astype(jnp.float32)
-    # A finite bias (not -inf) keeps all-padding rows (padding examples) NaN-free.
-    scores = jnp.where(mask[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1)
-    probs = self.dropout(probs, deterministic=deterministic).astype(dt)
-    out = jnp.einsum("bhqs,bshk->bqhk", probs, v)
+    impl = self.resolve_impl(deterministic, q.shape[-1])
+    if impl == "reference":
+      scores = jnp.einsum("bqhk,bshk->bhqs", q, k).astype(jnp.float32)
+      # A finite bias (not -inf) keeps all-padding rows (padding examples) NaN-free.
+      scores = jnp.where(mask[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
+      probs = jax.nn.softmax(scores, axis=-1)
+      probs = self.dropout(probs, deterministic=deterministic).astype(dt)
+      out = jnp.einsum("bhqs,bshk->bqhk", probs, v)
+    elif impl == "xla":
+      out = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :].astype(bool),
+                                         scale=1.0, implementation="xla")
+    else:
+      # Key lengths from the right-padded mask. An all-padding row (a padding example) gets
+      # length 1 so that the kernel never normalises over zero keys (NaN); that row's output
+      # is never used (the loss and the pooling mask it out).
+      lengths = jnp.maximum(mask.astype(jnp.int32).sum(-1), 1)
+      out = jax.nn.dot_product_attention(q, k, v, scale=1.0, key_value_seq_lengths=lengths,
+                                         implementation="cudnn")
     return jnp.einsum("bqhk,hkd->bqd", out, self.out_kernel[...].astype(dt)) + \
         self.out_bias[...].astype(dt)
 
@@ -269,8 +371,10 @@ class TransformerBlock(nnx.Module):
 
   def __init__(self, dim: int, heads: int, ffn_dim: int, *, layer_norm_first: bool,
                dropout: float, attention_dropout: float, activation_dropout: float,
-               conv_module_kernel: int, eps: float, dtype=jnp.float32, rngs: nnx.Rngs):
-    self.attention = Attention(dim, heads, attention_dropout, dtype=dtype, rngs=rngs)
+               conv_module_kernel: int, eps: float, dtype=jnp.float32,
+               attention_impl: str = "auto", rngs: nnx.Rngs):
+    self.attention = Attention(dim, heads, attention_dropout, dtype=dtype, impl=attention_impl,
+                               rngs=rngs)
     self.dropout = nnx.Dropout(dropout, rngs=rngs)
     self.layer_norm = LayerNorm(dim, eps=eps, dtype=dtype, rngs=rngs)
     if conv_module_kernel:
