@@ -161,13 +161,14 @@ def _tone(path, seconds, freq):
 
 def _other_root(root):
   """A Common Voice root in the real TSV format, with the benchmark's clips.tsv and
-  speakers.tsv: six English test clips of 0.8-3.3 s."""
+  speakers.tsv: six English test clips of 0.8-1.8 s and one dev clip."""
   cv = root / "commonvoice" / "en"
   (cv / "clips").mkdir(parents=True)
   texts = ["left front", "right rear", "the quick fox", "side center", "front", "rear left"]
   rows, clips, speakers = [], [], []
   for k, sentence in enumerate(texts):
-    _tone(cv / "clips" / f"common_voice_en_{k}.wav", 0.8 + 0.5 * k, 200 + 50 * k)
+    # At most 2 s: all in the run's first bucket, one compiled shape (the test's main cost).
+    _tone(cv / "clips" / f"common_voice_en_{k}.wav", 0.8 + 0.2 * k, 200 + 50 * k)
     row = dict.fromkeys(synth_benchmark.CV_HEADER, "")
     row.update(client_id=f"spk{k % 2}", path=f"common_voice_en_{k}.wav", sentence=sentence,
                age=AGES[k % 3], gender=GENDERS[k % 2], accents=ACCENTS[k % 3], locale="en")
@@ -229,6 +230,11 @@ def test_evaluate_another_root_end_to_end(tiny_run, tmp_path):
                                      "errors.md"))
   with pytest.raises(ValueError, match=r"does not know the language\(s\) \['de'\]"):
     evaluate.run(tiny_run, "test", data_root=str(root), sources=("commonvoice:de",))
+  # A corpus inside the run folder would be prepared into it: refused, nothing written.
+  with pytest.raises(ValueError, match="inside the run's workdir"):
+    evaluate.run(tiny_run, "test", data_root=os.path.join(tiny_run, "cv"),
+                 sources=("commonvoice:en",))
+  assert not os.path.exists(os.path.join(tiny_run, "cv"))
 
 
 def test_evaluate_a_manifest_end_to_end(tiny_run, tmp_path):
@@ -238,7 +244,7 @@ def test_evaluate_a_manifest_end_to_end(tiny_run, tmp_path):
           ("b.flac", "привет мир", "ru", "s2", "quiet"),
           ("c.wav", "rear side", "en", "s1", "quiet")]
   for k, (name, *_rest) in enumerate(rows):
-    _tone(clips / name, 1.0 + k, 300 + 100 * k)
+    _tone(clips / name, 1.0 + 0.4 * k, 300 + 100 * k)  # one bucket, as above
   (clips / "broken.wav").write_bytes(b"RIFF0000")
   manifest = tmp_path / "colleague test.tsv"
   manifest.write_text("path\ttext\tlang\tspeaker\troom\n" + "".join(
