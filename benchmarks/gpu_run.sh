@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The prepared one-GPU run of issue 15 (H100 / H200): benchmarks/gpu_step.py at batch 32 x the
+# longest training bucket (12 s), bf16, with its component timings, whole-step variants and
+# transformers eager+SDPA / torch.compile comparison. Results: $OUT/gpu_step.json (+ log,
+# env.txt); copy them to benchmarks/results/<device>_<date>/ on this side once fetched.
+#
+# The device machine has python3 with jax[cuda], flax, optax, orbax, torch and transformers,
+# and no network; ml_collections (pure Python) travels as a wheel, as for gpu_check.sh:
+#
+#   echo /.whl/ >> "$(git rev-parse --git-path info/exclude)"
+#   python3 -m pip download --no-deps -d .whl ml-collections==1.1.0
+#
+# then the device tool: command "bash benchmarks/gpu_run.sh", carry [".whl"], timeout_s 540.
+# Budget: each JAX variant compiles once (~1-2 min for Base at this shape on an H200 before
+# #15), so gpu_step.py stops starting new variants after TIME_BUDGET seconds (default 300)
+# and its JSON is rewritten after every measurement: a cut-short run still reports what it
+# finished. Knobs: BATCH (32), STEPS (10), REPEATS (5), VARIANTS (gpu_step.py's default
+# order: fast,today,fast_threefry,ctc_fast,xla_attention), TORCH (auto|yes|no),
+# TORCH_COMPILE (auto: with CUDA), SMOKE=1
+# (tiny shapes, for a CPU check of this script).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-/tmp/mlasr_gpu_run}"
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+# A rerun on the same (still warm) machine reuses the compiled steps.
+export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-/tmp/mlasr_jax_cache}"
+PY="${PYTHON:-python3}"
+
+if ! "$PY" -c "import ml_collections" 2>/dev/null; then
+  if compgen -G ".whl/*.whl" >/dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/mlasr_site \
+      .whl/*.whl || exit 1
+    export PYTHONPATH="$PYTHONPATH:/tmp/mlasr_site"
+  else
+    echo "ml_collections is missing and there is no .whl/ to install it from (no network)"
+    exit 1
+  fi
+fi
+
+{
+  command -v nvidia-smi >/dev/null &&
+    nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,power.limit --format=csv
+  "$PY" -c "import jax, flax; print('jax', jax.__version__, jax.devices(), 'flax', flax.__version__)"
+  "$PY" -c "import torch, transformers; print('torch', torch.__version__, 'cuda',
+torch.cuda.is_available(), 'transformers', transformers.__version__)" 2>&1 || true
+} 2>&1 | tee "$OUT/env.txt"
+
+args=(--out-dir "$OUT" --batch "${BATCH:-32}" --steps "${STEPS:-10}" --repeats "${REPEATS:-5}"
+      --time-budget "${TIME_BUDGET:-300}" --torch "${TORCH:-auto}"
+      --torch-compile "${TORCH_COMPILE:-auto}")
+[ -n "${VARIANTS:-}" ] && args+=(--variants "$VARIANTS")
+[ "${SMOKE:-0}" = 1 ] && args+=(--smoke)
+# A hung run must not eat the lease: at most 8.5 minutes.
+timeout 510 "$PY" benchmarks/gpu_step.py "${args[@]}" 2>&1 | tee "$OUT/gpu_step.log"
+status=${PIPESTATUS[0]}
+[ "$status" -eq 0 ] || echo "gpu_step.py failed: exit $status (partial results in $OUT)"
+exit "$status"
