@@ -228,9 +228,9 @@ class Attention(nnx.Module):
       only implementation with attention dropout on the probabilities.
     - "xla": `jax.nn.dot_product_attention(implementation="xla")`, fed the same pre-scaled
       q and boolean mask; it agrees with "reference" to float rounding (~1e-6 in float32,
-      outputs and gradients; tests/test_fast_paths.py), and on CPU its backward pass was 2x
-      slower (benchmarks/model_speed.py --kernels-only). Attention dropout, when active, uses
-      "reference" (the library call has no dropout).
+      outputs and gradients; tests/test_fast_paths.py), and on CPU its forward+backward was
+      1.6-2x slower (benchmarks/model_speed.py --kernels-only). Attention dropout, when
+      active, uses "reference" (the library call has no dropout).
     - "cudnn": cuDNN fused attention with per-example key lengths (the mask must be
       right-padded, as the encoder's frame masks are). **Attention dropout is not applied**
       (a documented deviation: the cuDNN kernel bakes its dropout seed into the compiled
