@@ -6,6 +6,9 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 DATA ?= $(HOME)/mlasr_data
 WORK ?= $(HOME)/mlasr_runs
+# pytest-xdist workers: most tests compile XLA programs on one core, so two workers keep a
+# 2-core machine busy (make test TEST_WORKERS=0 runs in one process).
+TEST_WORKERS ?= auto
 
 # Debian packages: speech engines for the generated benchmark, sclite for scoring checks,
 # cmake/g++/zlib to build the kenlm Python module (pip builds it from source); ffmpeg reads
@@ -40,7 +43,7 @@ install-test: install
 	$(PIP) install -q -e '.[test]'
 
 test: install-test
-	$(PYTHON) -m pytest -q tests
+	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) tests
 
 demo: install
 	$(PYTHON) -m data_prep.synth_benchmark --preset demo --out $(DATA)/demo
