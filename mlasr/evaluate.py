@@ -40,6 +40,7 @@ from flax import nnx
 from mlasr import checkpoint as ckpt_lib
 from mlasr import decoding
 from mlasr import lm as lm_lib
+from mlasr import logs
 from mlasr import config_lib
 from mlasr import sharding as sharding_lib
 from mlasr.data import corpora
@@ -491,6 +492,7 @@ def run_lid(config, model, workdir: str, split: str, step: int,
 
 def main(argv):
   del argv
+  logs.quiet_libraries()
   f = flags.FLAGS
   hotwords = tuple(w for w in f.hotwords.split(",") if w.strip())
   if f.hotwords_file:

@@ -12,7 +12,6 @@ data iterator included.
 from __future__ import annotations
 
 import importlib
-import logging as std_logging
 import os
 import signal
 import threading
@@ -27,7 +26,7 @@ import numpy as np
 from flax import nnx
 
 from mlasr import checkpoint as ckpt_lib
-from mlasr import config_lib, optim
+from mlasr import config_lib, logs, optim
 from mlasr import sharding as sharding_lib
 from mlasr.data import inputs
 from mlasr.models import surgery
@@ -39,15 +38,6 @@ config_flags.DEFINE_config_file("config", None, "Experiment config (experiments/
 flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and results go.")
 flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize() first "
                   "(also MLASR_DISTRIBUTED=1; see mlasr/sharding.py and docs/scaling.md).")
-
-
-class _QuietLibraries(std_logging.Filter):
-  """Drops the INFO chatter of orbax (dozens of lines per checkpoint) and TFDS (a line per
-  split and shard while preparing data) from the absl log."""
-
-  def filter(self, record):
-    return record.levelno >= std_logging.WARNING or not any(
-        lib in record.pathname for lib in ("/orbax/", "/tensorflow_datasets/"))
 
 
 def train_state(model, optimizer) -> dict:
@@ -110,7 +100,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
   config_lib.ensure_writable_dir(workdir, "--workdir")  # a clear error, before any work
   # Before any key exists: keys made under one implementation do not mix with another's.
   ckpt_lib.set_prng_impl(config.get("prng_impl", "threefry"))
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  logs.quiet_libraries()
   is_main = jax.process_index() == 0
   if is_main:
     logging.info("Config saved to %s", config_lib.save_config(config, workdir))

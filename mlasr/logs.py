@@ -1,0 +1,26 @@
+"""Keeps library chatter out of the user's terminal: the command-line tools log through absl,
+and at INFO orbax writes dozens of lines per checkpoint, TFDS a line per split, shard and
+dataset it opens, and JAX's backend probe one line per missing platform (libtpu)."""
+from __future__ import annotations
+
+import logging as std_logging
+
+from absl import logging
+
+_CHATTY = ("/orbax/", "/tensorflow_datasets/", "/jax/_src/xla_bridge.py")
+
+
+class QuietLibraries(std_logging.Filter):
+  """Drops INFO (and lower) records logged from the libraries in `_CHATTY`; warnings pass."""
+
+  def filter(self, record):
+    return record.levelno >= std_logging.WARNING or not any(
+        lib in record.pathname for lib in _CHATTY)
+
+
+def quiet_libraries() -> None:
+  """Installs `QuietLibraries` on absl's handler once per process (call it before JAX starts
+  its backends, so the backend probe is filtered too)."""
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, QuietLibraries) for f in handler.filters):
+    handler.addFilter(QuietLibraries())
