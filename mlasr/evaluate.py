@@ -120,22 +120,25 @@ def score(utts: list[dict], n_boot: int = 1000, meta: dict | None = None) -> dic
   return report.build_results(utts, n_boot=n_boot, seed=0, meta=meta or {})
 
 
+def _benchmark_tsv_rows(root: str, name: str):
+  """Rows (header -> value dicts) of `<root>/<name>`; none when the corpus has no such file."""
+  path = os.path.join(os.path.expanduser(root), name)
+  if not os.path.exists(path):
+    return
+  with open(path, encoding="utf-8") as f:
+    header = f.readline().rstrip("\n").split("\t")
+    for line in f:
+      yield dict(zip(header, line.rstrip("\n").split("\t")))
+
+
 def speaker_groups(root: str) -> dict[tuple[str, str, str], str]:
   """(corpus, lang, speaker) -> group from `<root>/speakers.tsv` when the corpus has one.
 
   The generated benchmark marks festival voices "unseen" (no such engine in training);
   real corpora have no such file and get no group rows.
   """
-  path = os.path.join(os.path.expanduser(root), "speakers.tsv")
-  if not os.path.exists(path):
-    return {}
-  groups = {}
-  with open(path, encoding="utf-8") as f:
-    header = f.readline().rstrip("\n").split("\t")
-    for line in f:
-      row = dict(zip(header, line.rstrip("\n").split("\t")))
-      groups[(row["corpus"], row["lang"], row["speaker_id"])] = row["group"]
-  return groups
+  return {(row["corpus"], row["lang"], row["speaker_id"]): row["group"]
+          for row in _benchmark_tsv_rows(root, "speakers.tsv")}
 
 
 def tag_speaker_groups(utts: list[dict], groups: dict[tuple[str, str, str], str]) -> None:
@@ -151,17 +154,9 @@ def benchmark_conditions(root: str) -> dict[tuple[str, str, str], dict[str, str]
   The generated benchmark records there which noise (none/white/pink/babble) it added to each
   clip and at what SNR; real corpora have no such file.
   """
-  path = os.path.join(os.path.expanduser(root), "clips.tsv")
-  if not os.path.exists(path):
-    return {}
-  out = {}
-  with open(path, encoding="utf-8") as f:
-    header = f.readline().rstrip("\n").split("\t")
-    for line in f:
-      row = dict(zip(header, line.rstrip("\n").split("\t")))
-      out[(row["corpus"], row["lang"], row["utt_id"])] = {"noise": row.get("noise", ""),
-                                                          "snr_db": row.get("snr_db", "")}
-  return out
+  return {(row["corpus"], row["lang"], row["utt_id"]): {"noise": row.get("noise", ""),
+                                                         "snr_db": row.get("snr_db", "")}
+          for row in _benchmark_tsv_rows(root, "clips.tsv")}
 
 
 def corpus_attributes(root: str, datasets, splits) -> dict[tuple[str, str, str], dict]:

@@ -99,6 +99,16 @@ def _check_header(f: sf.SoundFile, path: str, max_seconds: float | None) -> None
                      f"{max_seconds:.0f} s)")
 
 
+def _check_file(path: str) -> None:
+  """AudioError for a path that is not a non-empty file ("missing", "undecodable", "empty")."""
+  if not os.path.exists(path):
+    raise AudioError(path, "missing")
+  if os.path.isdir(path):
+    raise AudioError(path, "undecodable (a directory)")
+  if os.path.getsize(path) == 0:
+    raise AudioError(path, "empty")
+
+
 def load_audio(path: str, sr: int = SAMPLE_RATE,
                max_seconds: float | None = MAX_SECONDS) -> np.ndarray:
   """Decodes `path` (wav/flac/ogg/mp3) to mono float32 in [-1, 1] at `sr` Hz.
@@ -115,12 +125,7 @@ def load_audio(path: str, sr: int = SAMPLE_RATE,
       "undecodable", "no_samples", "bad_sample_rate", "bad_channels", "bad_header",
       "too_long", "truncated", "non_finite") followed by details.
   """
-  if not os.path.exists(path):
-    raise AudioError(path, "missing")
-  if os.path.isdir(path):
-    raise AudioError(path, "undecodable (a directory)")
-  if os.path.getsize(path) == 0:
-    raise AudioError(path, "empty")
+  _check_file(path)
   if problem := _wav_header_problem(path):
     raise AudioError(path, problem)
   try:
@@ -214,12 +219,7 @@ def probe_audio(path: str, backend: str = "auto") -> AudioInfo:
   """
   if backend not in BACKENDS:
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-  if not os.path.exists(path):
-    raise AudioError(path, "missing")
-  if os.path.isdir(path):
-    raise AudioError(path, "undecodable (a directory)")
-  if os.path.getsize(path) == 0:
-    raise AudioError(path, "empty")
+  _check_file(path)
   if backend in ("auto", "soundfile"):
     try:
       info = sf.info(path)

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from mlasr import metrics
+from mlasr.evaluators import report
 
 ERRORS_JSON = "errors.json"
 ERRORS_MD = "errors.md"
@@ -287,25 +288,13 @@ def plot_breakdown(rows: Mapping[str, Mapping[str, Any]], path: str, title: str,
   fig.savefig(path)
 
 
-def _jsonable(obj: Any) -> Any:
-  if isinstance(obj, float):
-    return None if not math.isfinite(obj) else obj
-  if isinstance(obj, (np.floating, np.integer)):
-    return _jsonable(obj.item())
-  if isinstance(obj, Mapping):
-    return {str(k): _jsonable(v) for k, v in obj.items()}
-  if isinstance(obj, (list, tuple)):
-    return [_jsonable(v) for v in obj]
-  return obj
-
-
 def write(analysis: Mapping[str, Any], out_dir: str) -> dict[str, str]:
   """Writes errors.json, errors.md, cer_by_length.png and (with SNR bands) cer_by_snr.png."""
   os.makedirs(out_dir, exist_ok=True)
   paths = {ERRORS_JSON: os.path.join(out_dir, ERRORS_JSON),
            ERRORS_MD: os.path.join(out_dir, ERRORS_MD)}
   with open(paths[ERRORS_JSON], "w", encoding="utf-8") as f:
-    json.dump(_jsonable(analysis), f, ensure_ascii=False, indent=1, allow_nan=False)
+    json.dump(report.jsonable(analysis), f, ensure_ascii=False, indent=1, allow_nan=False)
     f.write("\n")
   with open(paths[ERRORS_MD], "w", encoding="utf-8") as f:
     f.write(to_markdown(analysis))

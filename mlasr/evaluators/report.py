@@ -99,15 +99,16 @@ def build_results(utts: Sequence[Mapping[str, Any]], n_boot: int = 1000, seed: i
           "macro": macro, "all": row(range(len(utts)))}
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
+  """`obj` with numpy scalars as Python numbers and NaN/inf as None (strict JSON)."""
   if isinstance(obj, float):
     return None if math.isnan(obj) or math.isinf(obj) else obj
   if isinstance(obj, (np.floating, np.integer)):
-    return _jsonable(obj.item())
+    return jsonable(obj.item())
   if isinstance(obj, Mapping):
-    return {str(k): _jsonable(v) for k, v in obj.items()}
+    return {str(k): jsonable(v) for k, v in obj.items()}
   if isinstance(obj, (list, tuple)):
-    return [_jsonable(v) for v in obj]
+    return [jsonable(v) for v in obj]
   return obj
 
 
@@ -234,7 +235,7 @@ def write_report(results: Mapping[str, Any], out_dir: str,
   os.makedirs(out_dir, exist_ok=True)
   paths = {RESULTS_JSON: os.path.join(out_dir, RESULTS_JSON),
            RESULTS_MD: os.path.join(out_dir, RESULTS_MD), CER_PNG: os.path.join(out_dir, CER_PNG)}
-  clean = _jsonable(results)
+  clean = jsonable(results)
   with open(paths[RESULTS_JSON], "w", encoding="utf-8") as f:
     json.dump(clean, f, ensure_ascii=False, indent=1, allow_nan=False)
     f.write("\n")
