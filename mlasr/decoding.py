@@ -18,11 +18,19 @@ pyctcdecode's hotword scorer does.
 The per-frame candidates are the labels with log-probability above `prune_logp` (at most
 `beam` of them), as in pyctcdecode / flashlight: CTC posteriors are peaky, so one or two
 labels a frame carry nearly all the mass.
+
+A multilingual model with one shared output layer can emit any language's characters; where
+the language is known (or identified), `restrict` keeps only that language's outputs
+(tokenizer.output_mask), for best path and beam search alike. `LanguageIdentifier` picks the
+language from the CTC posteriors themselves: the best path under each language's outputs,
+scored with that language's character LM (the two scores MMS-style LID heads and
+phonotactic LID systems learn separately).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -32,6 +40,28 @@ from mlasr import lm as lm_lib
 BLANK_ID = 0
 _LN10 = math.log(10.0)
 NEG_INF = -float("inf")
+
+
+def restrict(log_probs: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:
+  """[T, V] log-probabilities with the outputs not `allowed` ([V] bool) at -inf.
+
+  Not renormalised: the mass the model put on other languages' outputs stays lost, so that
+  path scores under different restrictions compare (what LanguageIdentifier needs).
+  """
+  if allowed is None:
+    return log_probs
+  return np.where(np.asarray(allowed, bool)[None, :], log_probs, NEG_INF)
+
+
+def best_path(log_probs: np.ndarray, allowed: np.ndarray | None = None
+              ) -> tuple[list[int], float]:
+  """Best-path (greedy) CTC decoding on the host: (collapsed label ids, the path's
+  log-probability), optionally over the `allowed` outputs only (the blank must be allowed)."""
+  lp = restrict(np.asarray(log_probs, np.float64), allowed)
+  best = lp.argmax(-1)
+  score = float(lp[np.arange(len(best)), best].sum())
+  keep = (best != BLANK_ID) & (best != np.concatenate([[-1], best[:-1]]))
+  return best[keep].tolist(), score
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,3 +281,56 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
   logits = np.asarray(logits, np.float64)
   m = logits.max(-1, keepdims=True)
   return logits - m - np.log(np.exp(logits - m).sum(-1, keepdims=True))
+
+
+def char_lm_log_prob(model, text: str) -> float:
+  """Natural-log probability of a whole sentence (<s> ... </s>) under a KenLM character LM."""
+  chars = " ".join(lm_lib.units(" ".join(text.split()), "char"))
+  return model.score(chars, bos=True, eos=True) * _LN10
+
+
+class LanguageIdentifier:
+  """Spoken language identification from a multilingual CTC model's own posteriors.
+
+  For each candidate language l:
+    score(l) = log P(best path restricted to l's outputs | x) + lm_weight * log P_l(its text)
+  and the language with the highest score wins. The path term carries the script (a Hindi
+  utterance loses most of its probability under Latin outputs); the LM term separates
+  languages that share a script, where a superset alphabet alone would always win.
+  """
+
+  def __init__(self, langs: Sequence[str], masks: np.ndarray, id_strings: Sequence[Sequence[str]],
+               char_lms: Sequence, lm_weight: float = 1.0):
+    if not len(langs) == len(masks) == len(id_strings) == len(char_lms):
+      raise ValueError("LanguageIdentifier: one output mask, id table and char LM per language")
+    self.langs, self.masks = list(langs), np.asarray(masks, bool)
+    self.id_strings, self.char_lms, self.lm_weight = id_strings, char_lms, lm_weight
+
+  @classmethod
+  def from_lm_dir(cls, tokenizer, langs: Sequence[str], lm_dir: str, lm_weight: float = 1.0):
+    """The character LMs of `python -m mlasr.lm` (<lm_dir>/<lang>/char.arpa)."""
+    missing = [l for l in langs if not os.path.exists(os.path.join(lm_dir, l, "char.arpa"))]
+    if missing:
+      raise FileNotFoundError(f"Language identification needs a character LM per language; "
+                              f"{lm_dir} has none for {missing} (run python -m mlasr.lm "
+                              "--workdir RUN first)")
+    return cls(langs, tokenizer.output_mask(langs), [tokenizer.id_strings(l) for l in langs],
+               [lm_lib.load_kenlm(os.path.join(lm_dir, l, "char.arpa")) for l in langs],
+               lm_weight)
+
+  def hypotheses(self, log_probs: np.ndarray) -> list[tuple[str, float, float]]:
+    """Per language: (best-path text, path log-probability, char-LM log-probability)."""
+    out = []
+    for mask, strings, model in zip(self.masks, self.id_strings, self.char_lms):
+      ids, path = best_path(log_probs, mask)
+      text = " ".join("".join(strings[i] for i in ids).split())
+      out.append((text, path, char_lm_log_prob(model, text)))
+    return out
+
+  def scores(self, log_probs: np.ndarray, lm_weight: float | None = None) -> np.ndarray:
+    w = self.lm_weight if lm_weight is None else lm_weight
+    return np.array([path + w * lm for _, path, lm in self.hypotheses(log_probs)])
+
+  def __call__(self, log_probs: np.ndarray) -> int:
+    """Index (into `langs`) of the identified language."""
+    return int(np.argmax(self.scores(log_probs)))

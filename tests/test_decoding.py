@@ -135,3 +135,61 @@ def test_word_bonus_counts_words():
   bonus = decoding.prefix_beam_search(frames, SYMS, decoding.BeamConfig(beam=4, word_bonus=2.0))[0]
   assert base[0] == bonus[0] == "a b"
   assert bonus[1] - base[1] == pytest.approx(4.0)
+
+
+def test_best_path_matches_device_greedy_and_restricted_brute_force():
+  """Host best path = the jnp greedy decoder; restricted to some outputs, its ids stay inside
+  them and its score is the best over every allowed frame path (brute force)."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(2)
+  for _ in range(10):
+    t = int(rng.integers(5, 30))
+    logp = decoding.log_softmax(rng.normal(size=(t, len(SYMS))) * 3)
+    tokens, length = ctc.greedy_decode(jnp.asarray(logp[None]), jnp.ones((1, t)))
+    ids, score = decoding.best_path(logp)
+    assert ids == np.asarray(tokens[0, :int(length[0])]).tolist()
+    assert score == pytest.approx(logp.max(-1).sum())
+  allowed = np.array([True, True, False, True])
+  for _ in range(5):
+    logp = decoding.log_softmax(rng.normal(size=(5, 4)) * 2)
+    best = max(itertools.product([0, 1, 3], repeat=5),
+               key=lambda path: sum(logp[i, p] for i, p in enumerate(path)))
+    ids, score = decoding.best_path(logp, allowed)
+    assert 2 not in ids and tuple(ids) == _collapse(best)
+    assert score == pytest.approx(sum(logp[i, p] for i, p in enumerate(best)))
+    assert np.isneginf(decoding.restrict(logp, allowed)[:, 2]).all()
+
+
+def _lm_file(tmp_path, name, text):
+  model = lm.estimate((lm.units(t, "char") for t in text), 4)
+  path = str(tmp_path / f"{name}.arpa")
+  model.write_arpa(path)
+  return path
+
+
+def test_language_identifier_script_and_lm(tmp_path):
+  kenlm = pytest.importorskip("kenlm")
+  # "xx" writes with {t h e c a}; "yy" with a superset that adds {k o l u}.
+  x_chars, y_chars = set("thecas "), set("thecaskolu ")
+  masks = np.array([[i < 2 or s in chars for i, s in enumerate(SYMS)]
+                    for chars in (x_chars, y_chars)])
+  lms = [kenlm.Model(_lm_file(tmp_path, "xx", ["the cat", "a cat", "the cat ate", "that cat"] * 5)),
+         kenlm.Model(_lm_file(tmp_path, "yy", ["kolu lok", "lulu kok", "ulk kolo"] * 5))]
+  ident = decoding.LanguageIdentifier(["xx", "yy"], masks, [SYMS, SYMS], lms, lm_weight=1.0)
+  # Script: letters only "yy" has win whatever the LM weight.
+  yy = _frames(_spell([{"k": .9}, {"o": .9}, {"l": .9}, {"u": .9}]))
+  assert ident(yy) == 1 and int(np.argmax(ident.scores(yy, lm_weight=0.0))) == 1
+  # Shared letters: the acoustics slightly prefer "k" (only "yy" has it), so the superset
+  # alphabet wins on the path alone; the LM term hands it back to "xx".
+  xx = _frames(_spell([{"t": .9}, {"h": .9}, {"e": .9}, {" ": .9}, {"k": .5, "c": .45},
+                       {"a": .9}, {"t": .9}]))
+  hyps = ident.hypotheses(xx)
+  assert [h[0] for h in hyps] == ["the cat", "the kat"]
+  assert hyps[1][1] > hyps[0][1]
+  assert int(np.argmax(ident.scores(xx, lm_weight=0.0))) == 1
+  assert ident(xx) == 0
+  # The sentence score is KenLM's own, summed unit by unit through the incremental scorer.
+  scorer = decoding.LMScorer(lms[0], "char")
+  s, state, partial, _ = scorer.extend(scorer.start(), "", "the cat")
+  end, _ = scorer.finish(state, partial)
+  assert decoding.char_lm_log_prob(lms[0], "the  cat ") == pytest.approx(s + end)
