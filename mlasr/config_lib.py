@@ -109,6 +109,10 @@ def base_ctc_config() -> ml_collections.ConfigDict:
   c.data.train_split = "train"       # or train_10min / train_1h (ML-SUPERB subsets)
   c.data.eval_split = "dev"
   c.data.alpha = 0.5                 # language sampling p_l ∝ n_l^alpha (XLS-R: 0.5)
+  # Second level, within a language of several sources (commonvoice:fi + voxpopuli:fi):
+  # q_{s|l} ∝ n_s^source_alpha (1 natural, 0 uniform over sources); one-source languages
+  # are unaffected (mlasr/data/pipeline.py).
+  c.data.source_alpha = 1.0
   c.data.max_seconds = 12.0          # longer training clips are randomly cropped
   c.data.batch_seconds = 120.0       # audio per batch; batch size varies by length bucket
   c.data.bucket_seconds = (2.0, 3.0, 4.0, 5.5, 7.5, 12.0)

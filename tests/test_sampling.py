@@ -45,3 +45,24 @@ def test_empirical_proportions_and_kl():
   assert p == {"a": 0.75, "b": 0.25}
   assert sampling.kl_divergence(p, p) == pytest.approx(0.0, abs=1e-9)
   assert sampling.kl_divergence(p, {"a": 0.5, "b": 0.5}) > 0
+
+
+def test_two_level_weights_against_hand_computed_values():
+  sizes = {"fi": {"commonvoice:fi": 9.0, "voxpopuli:fi": 27.0}, "hi": {"commonvoice:hi": 4.0}}
+  p, q = sampling.two_level_weights(sizes, 0.5, 0.5)
+  # n_fi = 36, n_hi = 4: p ∝ 6, 2; within fi q ∝ 3, sqrt(27).
+  assert p == pytest.approx({"fi": 6 / 8, "hi": 2 / 8})
+  r = 27 ** 0.5
+  assert q["fi"] == pytest.approx({"commonvoice:fi": 3 / (3 + r), "voxpopuli:fi": r / (3 + r)})
+  assert q["hi"] == {"commonvoice:hi": 1.0}
+  _, uniform = sampling.two_level_weights(sizes, 1.0, 0.0)
+  assert uniform["fi"] == {"commonvoice:fi": 0.5, "voxpopuli:fi": 0.5}
+  # One source per language: level 1 is language_weights exactly, level 2 is 1.0.
+  one = {"a": {"x:a": 3.0}, "b": {"x:b": 1.0}}
+  p1, q1 = sampling.two_level_weights(one, 0.3, 0.7)
+  assert p1 == sampling.language_weights({"a": 3.0, "b": 1.0}, 0.3)
+  assert q1 == {"a": {"x:a": 1.0}, "b": {"x:b": 1.0}}
+  with pytest.raises(ValueError, match="source_alpha"):
+    sampling.two_level_weights(one, 0.5, -1.0)
+  p0, q0 = sampling.two_level_weights({"a": {"x:a": 1.0}, "z": {"x:z": 0.0}}, 0.5, 0.5)
+  assert p0 == {"a": 1.0, "z": 0.0} and q0["z"] == {"x:z": 0.0}

@@ -1,5 +1,6 @@
 """TFDS array_record build + read-back, and the grain train/eval pipeline on top of it."""
 
+import json
 import os
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 import soundfile as sf
 from scipy import signal
 
+from mlasr.data import inputs
 from mlasr.data import pipeline
 from mlasr.data import sampling
 from mlasr.data import text as text_lib
@@ -19,6 +21,7 @@ VP = ("id raw_text normalized_text speaker_id split gender is_gold_transcript "
 BUCKETS = [(16, 8000), (8, 16000), (4, 32000)]  # 0.5 s, 1 s, 2 s; batch*samples = 128k.
 WORDS = {"hi": "नमस्ते दुनिया वाक्य", "ru": "привет мир фраза", "it": "ciao mondo frase"}
 N_TRAIN = {"hi": 24, "ru": 10, "it": 6}
+N_TRAIN_CV_IT = 14
 
 
 def _clip(rng, seconds, sr):
@@ -77,6 +80,18 @@ def _make_corpus(root):
                    "speaker_id": "s1", "split": split})
       sentences[utt] = sent
     _write_tsv(os.path.join(d, f"asr_{split}.tsv"), VP, rows)
+  # A second source of Italian (Common Voice), for the two-level sampler; not in DATASETS.
+  d = os.path.join(root, "commonvoice", "it")
+  os.makedirs(os.path.join(d, "clips"))
+  for split, n in (("train", N_TRAIN_CV_IT), ("dev", 1), ("test", 1)):
+    rows = []
+    for i in range(n):
+      name = f"common_voice_it_{split}{i}.mp3"
+      sf.write(os.path.join(d, "clips", name), _clip(rng, rng.uniform(0.3, 1.8), 48000), 48000)
+      sent = f"{WORDS['it'].split()[i % 3]} {WORDS['it']}"
+      rows.append({"client_id": f"cv{i % 3}", "path": name, "sentence": sent})
+      sentences[name[:-4]] = sent
+    _write_tsv(os.path.join(d, f"{split}.tsv"), CV, rows)
   return sentences
 
 
@@ -277,6 +292,113 @@ def test_language_proportions_follow_alpha(prepared, alpha):
   got = sampling.empirical_proportions(draws)
   for l, p in td.weights.items():
     assert abs(got.get(l, 0.0) - p) < 0.02, (alpha, l, got, td.weights)
+
+
+@pytest.fixture(scope="module")
+def two_sources(prepared):
+  """DATASETS plus commonvoice:it: Italian from two sources (VoxPopuli and Common Voice)."""
+  root, data_dir, _ = prepared
+  tfds_builder.prepare(root, data_dir, "commonvoice", "it")
+  return data_dir, DATASETS + [("commonvoice", "it")]
+
+
+def _draw_rows(step_fn, n):
+  rows, step = [], 0
+  while len(rows) < n:
+    rows += step_fn.plan(step)[1]
+    step += 1
+  return rows
+
+
+@pytest.mark.parametrize("alpha,source_alpha", [(0.5, 0.0), (1.0, 1.0), (0.3, 0.5)])
+def test_two_level_proportions_follow_both_exponents(two_sources, alpha, source_alpha,
+                                                    tmp_path):
+  data_dir, datasets = two_sources
+  td = pipeline.train_data(data_dir, datasets, buckets=BUCKETS, tokenizer=CharTok(),
+                           alpha=alpha, source_alpha=source_alpha, seed=11)
+  table = td.step_fn.table
+  names = [f"{c}:{l}" for c, l in datasets]
+  # Independent reference: hours of the kept examples per (language, source), by brute force.
+  hours = {}
+  for e in range(len(table.src)):
+    key = (td.langs[table.lang_id[e]], names[table.src[e]])
+    hours[key] = hours.get(key, 0.0) + table.num_samples[e] / 16000 / 3600
+  lang_h = {}
+  for (l, _), h in hours.items():
+    lang_h[l] = lang_h.get(l, 0.0) + h
+  z = sum(h ** alpha for h in lang_h.values())
+  p = {l: h ** alpha / z for l, h in lang_h.items()}
+  q = {}
+  for (l, s), h in hours.items():
+    zl = sum(hh ** source_alpha for (ll, _), hh in hours.items() if ll == l)
+    q[(l, s)] = h ** source_alpha / zl
+  assert td.weights == pytest.approx(p)
+  assert {(l, s): w for l, v in td.source_weights.items() for s, w in v.items()} == \
+      pytest.approx(q)
+  assert set(td.source_weights["it"]) == {"voxpopuli:it", "commonvoice:it"}
+  assert td.source_weights["hi"] == {"commonvoice:hi": 1.0}
+  rows = _draw_rows(td.step_fn, 12000)
+  langs = sampling.empirical_proportions(td.langs[table.lang_id[e]] for e in rows)
+  joint = sampling.empirical_proportions((td.langs[table.lang_id[e]], names[table.src[e]])
+                                         for e in rows)
+  for l, w in p.items():
+    assert abs(langs.get(l, 0.0) - w) < 0.02, (l, langs, p)
+  for key, w in q.items():
+    assert abs(joint.get(key, 0.0) - p[key[0]] * w) < 0.02, (key, joint, p, q)
+  path = inputs.write_sampling_weights(td, str(tmp_path))  # next to sampling_weights.json
+  with open(path, encoding="utf-8") as f:
+    d = json.load(f)
+  assert os.path.basename(path) == "sampling_weights_sources.json"
+  assert (d["alpha"], d["source_alpha"]) == (alpha, source_alpha)
+  assert d["languages"] == pytest.approx(p)
+  assert d["sources"]["it"] == pytest.approx({s: w for (l, s), w in q.items() if l == "it"})
+  assert d["source_shares"]["commonvoice:it"] == pytest.approx(p["it"] * q[("it",
+                                                                            "commonvoice:it")])
+
+
+def _one_level_plan(td, buckets, seed, step):
+  """The sampler before sources had a level of their own (a copy of its algorithm): bucket
+  by mass / batch size, language by mass in the bucket, example uniformly in (language,
+  bucket), every example of language l having mass p_l / n_l."""
+  table = td.step_fn.table
+  lengths = np.minimum(table.num_samples, buckets[-1][1])
+  bucket_of = np.searchsorted(np.array([n for _, n in buckets]), lengths)
+  counts = np.bincount(table.lang_id, minlength=len(td.langs))
+  mass = np.array([td.weights.get(td.langs[l], 0.0) / max(counts[l], 1)
+                   for l in table.lang_id])
+  members, lang_probs, bucket_mass = [], [], []
+  for b in range(len(buckets)):
+    in_b = bucket_of == b
+    lm = np.array([mass[in_b & (table.lang_id == l)].sum() for l in range(len(td.langs))])
+    bucket_mass.append(lm.sum())
+    lang_probs.append(lm / lm.sum())
+    members.append([np.flatnonzero(in_b & (table.lang_id == l)) for l in range(len(td.langs))])
+  bucket_probs = np.array(bucket_mass) / np.array([bs for bs, _ in buckets])
+  bucket_probs /= bucket_probs.sum()
+  b = int(np.random.default_rng([seed, step]).choice(len(buckets), p=bucket_probs))
+  rng = np.random.default_rng([seed, step, 1])
+  rows = []
+  for l in rng.choice(len(td.langs), size=buckets[b][0], p=lang_probs[b]):
+    m = members[b][l]
+    rows.append(int(m[rng.integers(len(m))]))
+  return b, rows
+
+
+def test_one_source_per_language_draws_as_before(prepared):
+  """With one source per language the two-level sampler is the one-level one: the same
+  batches for the same seed, whatever source_alpha is."""
+  _, data_dir, _ = prepared
+  buckets = sorted(BUCKETS, key=lambda x: x[1])
+  tds = [_train(data_dir, seed=4, source_alpha=a) for a in (1.0, 0.0, 0.7)]
+  for step in range(300):
+    ref = _one_level_plan(tds[0], buckets, 4, step)
+    for td in tds:
+      b, rows, _ = td.step_fn.plan(step)
+      assert (b, rows) == ref, step
+  assert all(td.source_weights == {"hi": {"commonvoice:hi": 1.0}, "ru": {"commonvoice:ru": 1.0},
+                                   "it": {"voxpopuli:it": 1.0}} for td in tds)
+  it_a, it_b = tds[0].iterator(), tds[1].iterator()
+  assert all(_same(next(it_a), next(it_b)) for _ in range(3))
 
 
 def test_state_restore_and_workers(prepared):

@@ -128,11 +128,18 @@ def buckets(data_cfg: ml_collections.ConfigDict) -> list[tuple[int, int]]:
                                batch_multiple=jax.local_device_count())
 
 
-def train_iterator(config: ml_collections.ConfigDict, tokenizer=None, labels=None):
+SOURCE_WEIGHTS_FILE = "sampling_weights_sources.json"
+
+
+def train_iterator(config: ml_collections.ConfigDict, tokenizer=None, labels=None,
+                   workdir: str | None = None):
   """(grain iterator of train batches, {lang: sampling weight}, pipeline skip report).
 
   CTC passes a tokenizer (batches get `labels`), HuBERT a LabelStore (batches get `targets`),
-  BEST-RQ neither (its targets are computed from the audio inside the step).
+  BEST-RQ neither (its targets are computed from the audio inside the step). With `workdir`,
+  both sampling levels (languages by config.data.alpha, sources within a language by
+  config.data.source_alpha) are written to <workdir>/sampling_weights_sources.json, next to
+  the sampling_weights.json that train.py writes from the returned language weights.
   """
   require_split(config.data, config.data.train_split, "config.data.train_split")
   train = pipeline.train_data(
@@ -141,8 +148,21 @@ def train_iterator(config: ml_collections.ConfigDict, tokenizer=None, labels=Non
       buckets=buckets(config.data), seed=config.seed, shard_index=jax.process_index(),
       shard_count=jax.process_count(), worker_count=config.data.worker_count,
       long_clips=config.data.get("long_clips"),
-      augment=augment.AugmentConfig.from_dict(config.data.get("augment", None)))
+      augment=augment.AugmentConfig.from_dict(config.data.get("augment", None)),
+      source_alpha=config.data.get("source_alpha", 1.0))
+  if workdir and jax.process_index() == 0:
+    write_sampling_weights(train, workdir)
   return train.iterator(), train.weights, train.report
+
+
+def write_sampling_weights(train: pipeline.TrainData, workdir: str) -> str:
+  """Writes both sampling levels of `train` (TrainData.weights_dict) as JSON; returns the path."""
+  import json  # pylint: disable=import-outside-toplevel
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, SOURCE_WEIGHTS_FILE)
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(train.weights_dict(), f, indent=2, sort_keys=True)
+  return path
 
 
 def eval_data(config: ml_collections.ConfigDict, split: str, labels=None) -> pipeline.EvalData:

@@ -9,6 +9,12 @@ Train design (stateless per step). Batch `step` is a pure function of (seed, ste
   2. each of the B_b rows draws a language ∝ p_l * (share of l's examples in b) and then an
      example uniformly (with replacement) from this host's members of (l, b) with
      rng(seed, step, 1 + shard_index); over-long clips get a random crop.
+Two levels (XLS-R, mHuBERT-147: upsampling by language and by data source): where a language
+has several sources (commonvoice:fi and voxpopuli:fi), its mass p_l is split over them by
+q_{s|l} ∝ size_s^source_alpha, each example of s having mass p_l * q_{s|l} / n_s; a row of
+such a language then draws a source ∝ its mass in the bucket before the example, uniformly
+within (source, l, b). A language with one source makes no extra draw, so its batches are
+exactly those of the one-level sampler for the same seed.
 The step → batch map is a grain MapDataset over step numbers, so grain's own iterator
 state (a step counter, plus per-worker positions with worker_count > 0) restores exactly,
 and batches do not depend on worker_count. Shapes come only from the fixed bucket set.
@@ -224,13 +230,17 @@ class _StepToBatch:
   """step -> train batch; pure, picklable (grain workers receive a copy)."""
 
   def __init__(self, sources, table, buckets, num_labels, bucket_probs, lang_probs, members,
-               seed, shard_index, with_labels, targets=None, augmenter=None):
+               seed, shard_index, with_labels, targets=None, augmenter=None,
+               source_draws=None):
     self.sources, self.table, self.buckets = sources, table, buckets
     self.num_labels, self.bucket_probs, self.lang_probs = num_labels, bucket_probs, lang_probs
     self.members, self.seed, self.shard_index = members, seed, shard_index
     self.with_labels = with_labels
     self.targets = targets  # _Targets or None
     self.augmenter = augmenter  # augment.Augmenter or None
+    # source_draws[b][l]: None (one source: uniform over members[b][l]) or
+    # (probabilities over the language's sources in b, this host's members of each).
+    self.source_draws = source_draws
 
   def plan(self, step: int) -> tuple[int, list[int], list[int]]:
     """(bucket, table rows, crop offsets) of batch `step` on this host."""
@@ -249,7 +259,12 @@ class _StepToBatch:
     langs = rng.choice(len(self.lang_probs[b]), size=batch_size, p=self.lang_probs[b])
     rows, offsets, factors = [], [], []
     for r, l in enumerate(langs):
-      m = self.members[b][l]
+      draw = self.source_draws[b][l] if self.source_draws is not None else None
+      if draw is None:
+        m = self.members[b][l]
+      else:
+        probs, per_source = draw
+        m = per_source[int(rng.choice(len(probs), p=probs))]
       e = int(m[rng.integers(len(m))])
       n = int(self.table.num_samples[e])
       factor = 1.0
@@ -332,6 +347,22 @@ class TrainData:
   report: corpora.DataReport  # examples dropped by the pipeline (text, tokens, length)
   step_fn: _StepToBatch
   num_targets: list[int] | None = None  # per bucket, with labels: target length L
+  # Second level: language -> {"corpus:lang" source -> q_{s|l}} (1.0 for one-source
+  # languages), and the exponent it was drawn with.
+  source_weights: dict[str, dict[str, float]] | None = None
+  source_alpha: float = 1.0
+  alpha: float = 0.5
+  size_unit: str = "hours"
+  source_sizes: dict[str, float] | None = None  # "corpus:lang" -> hours (or utterances)
+
+  def weights_dict(self) -> dict:
+    """Both levels, as written next to sampling_weights.json (sampling_weights_sources.json):
+    alpha, p_l, source_alpha, q_{s|l}, and each source's overall share p_l * q_{s|l}."""
+    return {"alpha": self.alpha, "size_unit": self.size_unit, "languages": dict(self.weights),
+            "source_alpha": self.source_alpha, "sources": self.source_weights,
+            "source_sizes": self.source_sizes,
+            "source_shares": {s: self.weights[l] * q for l, src in self.source_weights.items()
+                              for s, q in src.items()}}
 
   def iterator(self) -> grain.DatasetIterator:
     """A fresh iterator (supports get_state()/set_state() and grain's orbax handler)."""
@@ -345,7 +376,8 @@ def train_data(data_dir: str, datasets: Sequence[tuple[str, str]], *, split: str
                shard_index: int = 0, shard_count: int = 1, worker_count: int = 0,
                long_clips: str | None = None, num_steps: int = 2**40,
                labels: Labels | None = None,
-               augment: augment_lib.AugmentConfig | None = None) -> TrainData:
+               augment: augment_lib.AugmentConfig | None = None,
+               source_alpha: float = 1.0) -> TrainData:
   """Builds the language-balanced, bucketed train input.
 
   Args:
@@ -356,6 +388,8 @@ def train_data(data_dir: str, datasets: Sequence[tuple[str, str]], *, split: str
     tokenizer: object with encode(text, lang) -> list[int] (ids > 0). None: no labels
       (self-supervised pretraining); batches then have no labels/label_mask.
     alpha: p_l ∝ size_l^alpha (1 natural, 0 uniform, 0.5 XLS-R).
+    source_alpha: within a language of several sources, q_{s|l} ∝ size_s^source_alpha
+      (1 natural, 0 uniform over the language's sources); no effect on one-source languages.
     size_unit: "hours" or "utterances" for size_l.
     buckets: (batch_size, num_samples) per bucket, see make_buckets(); per host.
     seed: everything random derives from (seed, step, shard_index).
@@ -387,26 +421,51 @@ def train_data(data_dir: str, datasets: Sequence[tuple[str, str]], *, split: str
 
   sizes = sampling.sizes_from_durations(
       [(langs[l], n / SAMPLE_RATE) for l, n in zip(table.lang_id, table.num_samples)], size_unit)
-  weights = sampling.language_weights(sizes, alpha)
+  names = [f"{c}:{l}" for c, l in datasets]
+  src_sizes = sampling.sizes_from_durations(
+      [(names[s], n / SAMPLE_RATE) for s, n in zip(table.src, table.num_samples)], size_unit)
+  by_lang = {}
+  for s, (_, l) in enumerate(datasets):
+    if names[s] in src_sizes:
+      by_lang.setdefault(l, {})[names[s]] = src_sizes[names[s]]
+  weights = sampling.language_weights(sizes, alpha)  # p_l exactly as the one-level sampler
+  _, q = sampling.two_level_weights(by_lang, alpha, source_alpha)
   log.info("language sampling weights (alpha=%s, %s): %s", alpha, size_unit,
            {l: round(w, 4) for l, w in weights.items()})
+  if any(len(v) > 1 for v in q.values()):
+    log.info("source sampling weights within languages (source_alpha=%s): %s", source_alpha,
+             {l: {s: round(w, 4) for s, w in v.items()} for l, v in q.items()})
 
   lengths = np.minimum(table.num_samples, max_len)
   bucket_of = np.searchsorted(np.array([n for _, n in buckets]), lengths)
-  counts = np.bincount(table.lang_id, minlength=len(langs))
-  mass = np.array([weights.get(langs[l], 0.0) / max(counts[l], 1) for l in table.lang_id])
-  members, lang_probs, bucket_mass = [], [], []
+  counts = np.bincount(table.src, minlength=len(datasets))
+  # p_l * q_{s|l} / n_s; with one source q = 1.0 and n_s = n_l: the one-level p_l / n_l.
+  mass = np.array([weights.get(langs[l], 0.0) * q.get(langs[l], {}).get(names[s], 0.0)
+                   / max(counts[s], 1) for l, s in zip(table.lang_id, table.src)])
+  members, lang_probs, bucket_mass, source_draws = [], [], [], []
+
+  def mine(m):
+    m_host = m[shard_index::shard_count]
+    return m_host if len(m_host) else m  # Tiny data: share rather than starve a host.
+
   for b in range(len(buckets)):
     in_b = bucket_of == b
     lm = np.array([mass[in_b & (table.lang_id == l)].sum() for l in range(len(langs))])
     bucket_mass.append(lm.sum())
     lang_probs.append(lm / lm.sum() if lm.sum() > 0 else np.full(len(langs), 1 / len(langs)))
-    per_lang = []
+    per_lang, draws = [], []
     for l in range(len(langs)):
-      m = np.flatnonzero(in_b & (table.lang_id == l))
-      mine = m[shard_index::shard_count]
-      per_lang.append(mine if len(mine) else m)  # Tiny data: share rather than starve a host.
+      in_bl = in_b & (table.lang_id == l)
+      per_lang.append(mine(np.flatnonzero(in_bl)))
+      srcs = [s for s in np.unique(table.src[in_bl])]
+      if len(srcs) < 2:
+        draws.append(None)
+        continue
+      sm = np.array([mass[in_bl & (table.src == s)].sum() for s in srcs])
+      draws.append((sm / sm.sum() if sm.sum() > 0 else np.full(len(srcs), 1 / len(srcs)),
+                    [mine(np.flatnonzero(in_bl & (table.src == s))) for s in srcs]))
     members.append(per_lang)
+    source_draws.append(draws)
   bucket_probs = np.array(bucket_mass) / np.array([bs for bs, _ in buckets])
   bucket_probs /= bucket_probs.sum()
   num_labels = _label_lengths(table, bucket_of, len(buckets))
@@ -415,7 +474,7 @@ def train_data(data_dir: str, datasets: Sequence[tuple[str, str]], *, split: str
   step_fn = _StepToBatch(sources, table, buckets, num_labels, bucket_probs, lang_probs, members,
                          seed, shard_index, tokenizer is not None,
                          _Targets(labels, datasets, split) if labels is not None else None,
-                         augmenter)
+                         augmenter, source_draws)
   ds = grain.MapDataset.range(num_steps).map(step_fn)
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2))
   if worker_count > 0:
@@ -431,7 +490,9 @@ def train_data(data_dir: str, datasets: Sequence[tuple[str, str]], *, split: str
            report.summary())
   num_targets = ([int(labels.num_labels(n)) for _, n in buckets] if labels is not None
                  else None)
-  return TrainData(it, weights, sizes, langs, shapes, report, step_fn, num_targets)
+  return TrainData(it, weights, sizes, langs, shapes, report, step_fn, num_targets,
+                   source_weights=q, source_alpha=source_alpha, alpha=alpha, size_unit=size_unit,
+                   source_sizes=src_sizes)
 
 
 @dataclasses.dataclass

@@ -1,4 +1,6 @@
-"""Language-balanced sampling weights (XLS-R style p_l ∝ n_l^alpha) and language sizes."""
+"""Language-balanced sampling weights (XLS-R style p_l ∝ n_l^alpha), the second level over
+data sources within a language (q_{s|l} ∝ n_s^beta, as XLS-R and mHuBERT-147 upsample by
+language and by data source), and language sizes."""
 
 from __future__ import annotations
 
@@ -33,6 +35,36 @@ def language_weights(sizes: Mapping[str, float], alpha: float) -> dict[str, floa
   raw = {l: (n / total) ** alpha if n > 0 else 0.0 for l, n in sizes.items()}
   z = sum(raw.values())
   return {l: w / z for l, w in raw.items()}
+
+
+def two_level_weights(sizes: Mapping[str, Mapping[str, float]], alpha: float,
+                      source_alpha: float) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+  """(p_l, q_{s|l}): languages by p_l ∝ n_l^alpha with n_l = sum of its sources' sizes, then
+  sources within each language by q_{s|l} ∝ n_s^source_alpha. An example of source s in
+  language l is drawn with probability p_l * q_{s|l} / (number of examples of s).
+
+  A language with one source gets q = 1 and p_l is exactly language_weights(n_l, alpha);
+  a language of size 0 gets p_l = 0 and q = 0 for each of its sources.
+
+  Args:
+    sizes: language -> {source name (e.g. "commonvoice:fi") -> hours or utterances}.
+    alpha: the language exponent (see language_weights).
+    source_alpha: the source exponent within a language (1 natural, 0 uniform over sources).
+  """
+  if source_alpha < 0:
+    raise ValueError(f"source_alpha must be >= 0, got {source_alpha}")
+  lang_sizes = {l: float(sum(src.values())) for l, src in sizes.items()}
+  bad = {f"{l}/{s}": n for l, src in sizes.items() for s, n in src.items() if not n >= 0}
+  if bad:
+    raise ValueError(f"source sizes must be >= 0, got {bad}")
+  p = language_weights(lang_sizes, alpha)
+  q = {}
+  for l, src in sizes.items():
+    if lang_sizes[l] > 0:
+      q[l] = language_weights(src, source_alpha)
+    else:
+      q[l] = {s: 0.0 for s in src}
+  return p, q
 
 
 def sizes_from_durations(items: Iterable[tuple[str, float]],
