@@ -18,7 +18,9 @@ benchmark's `lm_text/<lang>.txt`), minus every sentence of the evaluation splits
 writes RUN/lm/<lang>/{char,word}.arpa and RUN/lm/meta.json;
   python -m mlasr.lm --workdir RUN --tune
 chooses LM weight and word bonus per language on dev (RUN/lm/tuned.json), which
-`mlasr.evaluate --decoder beam_lm` then uses.
+`mlasr.evaluate --decoder beam_lm` then uses, and the character-LM weight of the CTC
+language identifier (decoding.LanguageIdentifier) by its dev accuracy (RUN/lm/lid.json), which
+`--adapter_lang auto` and `mlasr.transcribe --lang auto` use.
 """
 from __future__ import annotations
 
@@ -224,6 +226,35 @@ def load_kenlm(path: str):
 
 
 LM_WEIGHTS = (0.0, 0.2, 0.4, 0.7, 1.0)
+LID_LM_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0)
+LID_FILE = "lid.json"
+DEFAULT_LID_LM_WEIGHT = 0.5
+
+
+def tune_lid(utts: Sequence[dict], identifier, weights: Sequence[float] = LID_LM_WEIGHTS,
+             split: str = "dev") -> dict:
+  """The char-LM weight of `identifier` (decoding.LanguageIdentifier) with the highest
+  language-identification accuracy over `utts` (each with "lang" and "log_probs");
+  ties go to the smaller weight."""
+  langs = list(identifier.langs)
+  true = [langs.index(u["lang"]) for u in utts]
+  hyps = [identifier.hypotheses(u["log_probs"]) for u in utts]
+  grid = {}
+  for w in weights:
+    pred = [max(range(len(langs)), key=lambda l, h=h: h[l][1] + w * h[l][2]) for h in hyps]
+    grid[str(float(w))] = sum(p == t for p, t in zip(pred, true)) / max(len(true), 1)
+  best = max(grid, key=lambda k: (grid[k], -float(k)))
+  return dict(lm_weight=float(best), accuracy=grid[best], grid=grid, split=split,
+              num_utterances=len(utts), langs=langs)
+
+
+def lid_lm_weight(lm_dir: str) -> float:
+  """The tuned weight of <lm_dir>/lid.json, or the default where it was never tuned."""
+  path = os.path.join(lm_dir, LID_FILE)
+  if not os.path.exists(path):
+    return DEFAULT_LID_LM_WEIGHT
+  with open(path, encoding="utf-8") as fh:
+    return float(json.load(fh)["lm_weight"])
 WORD_BONUSES = (0.0, 1.0, 2.0)
 
 
@@ -263,6 +294,14 @@ def tune(workdir: str, lm_dir: str, beam: int = 16, split: str = "dev",
             f"{100 * grid[best]:.1f} (beam without LM {100 * no_lm:.1f})")
   with open(os.path.join(lm_dir, "tuned.json"), "w", encoding="utf-8") as fh:
     json.dump(tuned, fh, indent=1)
+  from mlasr import decoding  # pylint: disable=import-outside-toplevel
+  langs = list(inputs.languages(config.data))
+  lid = tune_lid(utts, decoding.LanguageIdentifier.from_lm_dir(tokenizer, langs, lm_dir),
+                 split=split)
+  with open(os.path.join(lm_dir, LID_FILE), "w", encoding="utf-8") as fh:
+    json.dump(lid, fh, indent=1)
+  print(f"language identification: char-LM weight {lid['lm_weight']}, {split} accuracy "
+        f"{100 * lid['accuracy']:.1f} % over {len(langs)} languages")
   return tuned
 
 

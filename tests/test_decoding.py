@@ -193,3 +193,20 @@ def test_language_identifier_script_and_lm(tmp_path):
   s, state, partial, _ = scorer.extend(scorer.start(), "", "the cat")
   end, _ = scorer.finish(state, partial)
   assert decoding.char_lm_log_prob(lms[0], "the  cat ") == pytest.approx(s + end)
+
+
+def test_lid_weight_tuned_by_accuracy(tmp_path):
+  """lm.tune_lid picks the smallest weight of the best accuracy; weight 0 (path only) loses
+  the shared-alphabet utterance to the superset alphabet."""
+  kenlm = pytest.importorskip("kenlm")
+  masks = np.array([[i < 2 or s in chars for i, s in enumerate(SYMS)]
+                    for chars in (set("thecas "), set("thecaskolu "))])
+  lms = [kenlm.Model(_lm_file(tmp_path, "xx", ["the cat", "a cat", "the cat ate"] * 5)),
+         kenlm.Model(_lm_file(tmp_path, "yy", ["kolu lok", "lulu kok", "ulk kolo"] * 5))]
+  ident = decoding.LanguageIdentifier(["xx", "yy"], masks, [SYMS, SYMS], lms)
+  utts = [dict(lang="xx", log_probs=_frames(_spell([{"t": .9}, {"h": .9}, {"e": .9}, {" ": .9},
+                                                    {"k": .5, "c": .45}, {"a": .9}]))),
+          dict(lang="yy", log_probs=_frames(_spell([{"k": .9}, {"o": .9}, {"l": .9}])))]
+  out = lm.tune_lid(utts, ident, weights=(0.0, 0.5, 1.0))
+  assert out["grid"] == {"0.0": 0.5, "0.5": 1.0, "1.0": 1.0}
+  assert out["lm_weight"] == 0.5 and out["accuracy"] == 1.0 and out["langs"] == ["xx", "yy"]
