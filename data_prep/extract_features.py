@@ -31,7 +31,8 @@ import numpy as np
 import tqdm
 
 from mlasr.data import tfds_builder
-from mlasr.targets import align, mfcc
+from mlasr import features
+from mlasr.targets import mfcc
 
 log = logging.getLogger(__name__)
 SAMPLE_RATE = tfds_builder.SAMPLE_RATE
@@ -122,7 +123,7 @@ class Featurizer:
   compiled) and batched up to `batch_seconds` of padded audio.
   """
 
-  def __init__(self, fn: Callable, dim: int, frame_spec: align.FrameSpec,
+  def __init__(self, fn: Callable, dim: int, frame_spec: features.FrameSpec,
                batch_seconds: float = 64.0, min_seconds: float = 1.0):
     self.fn = jax.jit(fn)
     self.dim = dim
@@ -157,7 +158,7 @@ class Featurizer:
 def make_featurizer(spec: FeatureSpec, batch_seconds: float = 64.0) -> Featurizer:
   if spec.kind == "mfcc":
     cfg = mfcc.MfccConfig()
-    return Featurizer(lambda a, m: mfcc.mfcc(a, m, cfg)[0], cfg.dim, align.MFCC_SPEC,
+    return Featurizer(lambda a, m: mfcc.mfcc(a, m, cfg)[0], cfg.dim, cfg.frame_spec,
                       batch_seconds)
   from flax import nnx  # pylint: disable=import-outside-toplevel
   encoder = load_encoder(spec.workdir, spec.step)
@@ -170,7 +171,7 @@ def make_featurizer(spec: FeatureSpec, batch_seconds: float = 64.0) -> Featurize
     out = nnx.merge(graphdef, state)(audio, mask, deterministic=True, output_hidden_states=True)
     return out.layer_hiddens[spec.layer].astype(jnp.float32)
 
-  return Featurizer(fn, encoder.config.d_model, align.encoder_spec(encoder.config),
+  return Featurizer(fn, encoder.config.d_model, encoder.frame_spec,
                     batch_seconds)
 
 

@@ -13,6 +13,7 @@ import pytest
 from flax import nnx
 
 from mlasr import checkpoint as ckpt_lib
+from mlasr import features
 from mlasr.models import hubert, layers
 
 # Lengths with a full row, partial rows and an all-padding row (a padding example).
@@ -22,7 +23,7 @@ LENGTHS = (37, 20, 1, 0)
 def _attention_inputs(seed=0, dim=48, frames=37):
   rng = np.random.default_rng(seed)
   x = jnp.asarray(rng.standard_normal((len(LENGTHS), frames, dim)), jnp.float32)
-  return x, layers.lengths_to_mask(jnp.asarray(LENGTHS), frames)
+  return x, features.lengths_to_mask(jnp.asarray(LENGTHS), frames)
 
 
 def _attention(impl, dropout=0.0, heads=4, dim=48):

@@ -17,6 +17,7 @@ from flax import nnx
 from scipy import signal
 
 from mlasr.data import pipeline, tfds_builder
+from mlasr import features
 from mlasr.models import frontends, hubert
 from mlasr.targets import align, bestrq, labels as labels_lib, mfcc
 
@@ -96,15 +97,16 @@ def _encoder(**kw):
 ENCODERS = {"waveform": dict(frontend="waveform"),
             "logmel_x2": dict(frontend="logmel", logmel_subsample=2),
             "logmel_x4": dict(frontend="logmel", logmel_subsample=4)}
-LABEL_SOURCES = {"mfcc_100hz": align.MFCC_SPEC,  # HuBERT iteration 1
-                 "waveform_layer_50hz": align.waveform_spec(),  # iteration 2 (Base layer 6)
-                 "logmel_layer_50hz": align.FrameSpec(((400, 160),), 2)}
+LABEL_SOURCES = {"mfcc_100hz": mfcc.MfccConfig().frame_spec,  # HuBERT iteration 1
+                 # iteration 2 (Base layer 6): the HuBERT conv stack
+                 "waveform_layer_50hz": _encoder(frontend="waveform").frame_spec,
+                 "logmel_layer_50hz": features.FrameSpec(((400, 160),), 2)}
 
 
 @pytest.mark.parametrize("enc_name", sorted(ENCODERS))
 def test_aligned_labels_have_one_label_per_encoder_frame(enc_name):
   enc = _encoder(**ENCODERS[enc_name])
-  spec = align.encoder_spec(enc.config)
+  spec = enc.frame_spec
   rng = np.random.default_rng(0)
   lengths = np.concatenate([np.arange(400, 5001), rng.integers(5001, 16000 * 30, 300)])
   frames = np.asarray(enc.frame_lengths(lengths))
@@ -162,7 +164,7 @@ def test_bestrq_targets(speech):
   assert ids.shape == frame_mask.shape
   np.testing.assert_array_equal(valid, frame_mask)
   np.testing.assert_array_equal(valid.sum(-1), enc.frame_lengths(mask.sum(-1)))
-  assert cfg.label_rate == align.encoder_spec(enc.config).rate == 25
+  assert cfg.label_rate == enc.frame_spec.rate == 25
   ids = np.asarray(ids)
   assert (ids[~np.asarray(valid)] == -1).all()
   # Each row equals the unpadded computation (padding-aware).

@@ -22,9 +22,9 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from mlasr import masking
+from mlasr import features, masking
 from mlasr.models import adapters as adapters_lib
-from mlasr.models import hubert, layers
+from mlasr.models import hubert
 
 MASKED_LOGIT = -1e9
 
@@ -155,7 +155,7 @@ def finetune_masks(cfg: masking.MaskingConfig, key: jax.Array, encoder: hubert.E
     lengths = encoder.frame_lengths(audio_mask.astype("int32").sum(-1))
     num_frames = int(encoder.frame_lengths(audio_mask.shape[1]))
     out["time_mask"] = masking.jax_mask_indices(
-        k_time, layers.lengths_to_mask(lengths, num_frames), cfg.mask_prob, cfg.mask_length,
+        k_time, features.lengths_to_mask(lengths, num_frames), cfg.mask_prob, cfg.mask_length,
         cfg.min_masks, cfg.require_same_masks, cfg.mask_dropout)
   if cfg.mask_channel_prob > 0:
     out["channel_mask"] = masking.jax_channel_mask(

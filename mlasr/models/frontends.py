@@ -5,27 +5,22 @@
 - `LogMelFrontend`: 80-bin log-mel (25 ms / 10 ms at 16 kHz) computed in JAX, mean/var
   normalised honouring padding, subsampled by frame stacking (default) or a 2-layer conv2d.
 
-Both return `(features [B, F, C], frame_mask [B, F])` and expose `frame_lengths(num_samples)`
-which gives exactly the number of output frames that only see real samples.
+Both return `(features [B, F, C], frame_mask [B, F])` and expose `frame_spec`
+(mlasr.features.FrameSpec), whose `num_frames(num_samples)` gives exactly the number of output
+frames that only see real samples.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
+from mlasr import features
+from mlasr.features import conv_out_length, lengths_to_mask, masked_time_norm, mel_filterbank
 from mlasr.models import layers
-
-
-def conv_out_length(n, kernel: int, stride: int):
-  """floor((n - kernel) / stride) + 1, clamped at 0 (numpy, jax or python ints)."""
-  out = (n - kernel) // stride + 1
-  return jnp.maximum(out, 0) if isinstance(out, jax.Array) else np.maximum(out, 0)
 
 
 def strided_conv1d(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
@@ -90,24 +85,21 @@ class WaveformFrontend(nnx.Module):
   def out_dim(self) -> int:
     return self.cfg.conv_dim[-1]
 
-  def frame_lengths(self, num_samples):
-    n = num_samples
-    for k, s in zip(self.cfg.conv_kernel, self.cfg.conv_stride):
-      n = conv_out_length(n, k, s)
-    return n
+  @property
+  def frame_spec(self) -> features.FrameSpec:
+    return features.FrameSpec(tuple(zip(self.cfg.conv_kernel, self.cfg.conv_stride)), 1)
 
   def __call__(self, audio: jax.Array, audio_mask: jax.Array, deterministic: bool = True):
     del deterministic  # no dropout in the conv stack
     cfg = self.cfg
     conv = strided_conv1d if cfg.conv_impl == "matmul" else strided_conv1d_xla
-    lengths = audio_mask.sum(-1).astype(jnp.int32)
+    num_samples = audio_mask.sum(-1).astype(jnp.int32)
     x = jnp.where(audio_mask, audio, 0)
     if cfg.normalize_waveform:
       x = normalize_waveform(x, audio_mask)
     x = x.astype(self.dtype)[..., None]  # [B, T, 1]
     for i, (k, s) in enumerate(zip(cfg.conv_kernel, cfg.conv_stride)):
       x = conv(x, self.kernels[i][...].astype(self.dtype), s)
-      lengths = conv_out_length(lengths, k, s)
       if cfg.conv_bias:
         x = x + self.biases[i][...].astype(self.dtype)
       if cfg.extractor_mode == "layer_norm":
@@ -115,12 +107,13 @@ class WaveformFrontend(nnx.Module):
       elif i == 0:
         # GroupNorm with one group per channel = per-channel norm over time. transformers
         # takes statistics over padding too; masked_group_norm=True makes it pad-invariant.
-        valid = (layers.lengths_to_mask(lengths, x.shape[1]) if cfg.masked_group_norm
-                 else jnp.ones(x.shape[:2], bool))
-        x = _affine(layers.masked_time_norm(x, valid, 1e-5), self.norm_scales[0],
+        first = features.FrameSpec(((k, s),), 1)
+        valid = (lengths_to_mask(first.num_frames(num_samples), x.shape[1])
+                 if cfg.masked_group_norm else jnp.ones(x.shape[:2], bool))
+        x = _affine(masked_time_norm(x, valid, 1e-5), self.norm_scales[0],
                     self.norm_biases[0])
       x = layers.gelu(x)
-    return x, layers.lengths_to_mask(lengths, x.shape[1])
+    return x, lengths_to_mask(self.frame_spec.num_frames(num_samples), x.shape[1])
 
 
 def normalize_waveform(audio: jax.Array, audio_mask: jax.Array) -> jax.Array:
@@ -146,44 +139,6 @@ def _layer_norm(x: jax.Array, eps: float) -> jax.Array:
 
 def _affine(x, scale, bias):
   return x * scale[...].astype(x.dtype) + bias[...].astype(x.dtype)
-
-
-@functools.lru_cache(maxsize=8)
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
-  """librosa's (Slaney) mel filterbank [n_fft // 2 + 1, n_mels], computed once."""
-  import librosa  # slow first import (numba); only needed when a log-mel model is built
-
-  return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels).T.astype(np.float32)
-
-
-def log_mel(audio: jax.Array, *, sample_rate: int = 16000, n_fft: int = 400,
-            win_length: int = 400, hop_length: int = 160, n_mels: int = 80,
-            log_offset: float = 1e-6) -> jax.Array:
-  """log(mel power spectrogram + offset), frames fully inside the signal (center=False).
-
-  audio [B, T] -> [B, floor((T - win_length) / hop_length) + 1, n_mels]. Equals
-  librosa.feature.melspectrogram(n_fft, hop_length, win_length, center=False, power=2).
-  """
-  if win_length != n_fft:
-    raise ValueError(f"win_length ({win_length}) must equal n_fft ({n_fft})")
-  b, t = audio.shape
-  if t < win_length:
-    audio = jnp.pad(audio, ((0, 0), (0, win_length - t)))
-    t = win_length
-  n_frames = (t - win_length) // hop_length + 1
-  # Frames as shifted slices of a chunked signal (chunk = gcd(hop, window)): no gather.
-  c = int(np.gcd(hop_length, win_length))
-  per_hop, per_win = hop_length // c, win_length // c
-  n_chunks = (n_frames - 1) * per_hop + per_win
-  chunks = audio[:, :n_chunks * c].reshape(b, n_chunks, c)
-  frames = jnp.concatenate(
-      [chunks[:, j:j + (n_frames - 1) * per_hop + 1:per_hop] for j in range(per_win)], -1)
-  window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win_length) / win_length)  # periodic hann
-  spec = jnp.fft.rfft(frames.astype(jnp.float32) * window.astype(np.float32), n=n_fft)
-  power = jnp.square(spec.real) + jnp.square(spec.imag)
-  mel = jnp.dot(power, mel_filterbank(sample_rate, n_fft, n_mels),
-                precision=jax.lax.Precision.HIGHEST)
-  return jnp.log(mel + log_offset)
 
 
 class SpecAugment(NamedTuple):
@@ -288,29 +243,33 @@ class LogMelFrontend(nnx.Module):
     self.global_mean[...] = jnp.asarray(mean, jnp.float32)
     self.global_std[...] = jnp.asarray(std, jnp.float32)
 
-  def _mel_lengths(self, num_samples):
-    return conv_out_length(num_samples, self.cfg.win_length, self.cfg.hop_length)
+  @property
+  def mel_spec(self) -> features.FrameSpec:
+    """Frames of the log-mel spectrogram, before subsampling (100 Hz)."""
+    return features.FrameSpec(((self.cfg.win_length, self.cfg.hop_length),), 1)
 
-  def frame_lengths(self, num_samples):
+  @property
+  def frame_spec(self) -> features.FrameSpec:
     cfg = self.cfg
-    n = self._mel_lengths(num_samples)
+    mel = (cfg.win_length, cfg.hop_length)
     if cfg.subsampler == "stack":
-      return n // cfg.logmel_subsample
-    return conv_out_length(conv_out_length(n, 3, 2), 3, cfg.logmel_subsample // 2)
+      return features.FrameSpec((mel,), cfg.logmel_subsample)
+    return features.FrameSpec((mel, (3, 2), (3, cfg.logmel_subsample // 2)), 1)
 
   def __call__(self, audio: jax.Array, audio_mask: jax.Array, deterministic: bool = True):
     cfg = self.cfg
     audio = jnp.where(audio_mask, audio, 0)
     lengths = audio_mask.sum(-1).astype(jnp.int32)
-    feats = log_mel(audio, sample_rate=cfg.sample_rate, n_fft=cfg.n_fft,
-                    win_length=cfg.win_length, hop_length=cfg.hop_length, n_mels=cfg.n_mels)
-    mel_mask = layers.lengths_to_mask(self._mel_lengths(lengths), feats.shape[1])
+    feats = features.log_mel(audio, sample_rate=cfg.sample_rate, n_fft=cfg.n_fft,
+                             win_length=cfg.win_length, hop_length=cfg.hop_length,
+                             n_mels=cfg.n_mels)
+    mel_mask = lengths_to_mask(self.mel_spec.num_frames(lengths), feats.shape[1])
     if cfg.logmel_norm == "utterance":
-      feats = layers.masked_time_norm(feats, mel_mask, 1e-5)
+      feats = masked_time_norm(feats, mel_mask, 1e-5)
     elif cfg.logmel_norm == "global":
       feats = (feats - self.global_mean[...]) / self.global_std[...]
     if self.specaug is not None and not deterministic:
-      feats = self.specaug(self.specaug_rngs(), feats, self._mel_lengths(lengths))
+      feats = self.specaug(self.specaug_rngs(), feats, self.mel_spec.num_frames(lengths))
     feats = jnp.where(mel_mask[..., None], feats, 0).astype(self.dtype)
     b, f, m = feats.shape
     s = cfg.logmel_subsample
@@ -326,4 +285,4 @@ class LogMelFrontend(nnx.Module):
                                        "VALID", dimension_numbers=dn)
       x = jax.nn.relu(x + self.conv2_bias[...].astype(self.dtype))
       x = x.reshape(b, x.shape[1], x.shape[2] * x.shape[3])  # [B, F', freq * ch]
-    return x, layers.lengths_to_mask(self.frame_lengths(lengths), x.shape[1])
+    return x, lengths_to_mask(self.frame_spec.num_frames(lengths), x.shape[1])

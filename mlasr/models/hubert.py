@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from mlasr.features import FrameSpec
 from mlasr.models import frontends, layers
 
 
@@ -178,9 +179,14 @@ class Encoder(nnx.Module):
   def d_model(self) -> int:
     return self.config.d_model
 
+  @property
+  def frame_spec(self) -> FrameSpec:
+    """The front end's frame arithmetic: `.num_frames(n)`, `.rate` (Hz), `.hop` (samples)."""
+    return self.frontend.frame_spec
+
   def frame_lengths(self, num_samples):
     """Number of output frames for `num_samples` real samples (int, numpy or jax array)."""
-    return self.frontend.frame_lengths(num_samples)
+    return self.frame_spec.num_frames(num_samples)
 
   def __call__(self, audio: jax.Array, audio_mask: jax.Array | None = None, *,
                time_mask: jax.Array | None = None, channel_mask: jax.Array | None = None,

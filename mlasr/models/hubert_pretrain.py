@@ -13,7 +13,10 @@ dropout. Masks are applied in eval (deterministic=True) too: the masked loss nee
 Config (`config.model`): encoder (preset + EncoderConfig overrides), final_dim (256),
 logit_temp (0.1), untie_final_proj (False), masking (mlasr.masking.MaskingConfig fields),
 label_rate (Hz of the targets, 50) and loss (LossConfig fields), the last two read by
-mlasr.tasks.hubert through `model.label_rate` / `model.loss_cfg`.
+mlasr.tasks.hubert through `model.label_rate` / `model.loss_cfg`. With BEST-RQ targets
+(config.model.targets="bestrq") `build` gets the quantizer config (a BestRQConfig, from the
+`model_kwargs` of mlasr.tasks.hubert.setup): the model keeps it for the task and takes its label
+rate from it; models never import mlasr.targets.
 """
 from __future__ import annotations
 
@@ -28,9 +31,8 @@ import numpy as np
 from flax import nnx
 
 from mlasr import masking
+from mlasr.features import lengths_to_mask
 from mlasr.models import hubert, layers
-from mlasr.targets import align
-from mlasr.targets import bestrq as bestrq_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +57,7 @@ class HubertPretrainModel(nnx.Module):
                final_dim: int = 256, logit_temp: float = 0.1, untie_final_proj: bool = False,
                mask_cfg: masking.MaskingConfig = masking.MaskingConfig(),
                label_rate: float = 50.0, loss_cfg: LossConfig = LossConfig(),
-               bestrq: bestrq_lib.BestRQConfig | None = None, rngs: nnx.Rngs):
+               bestrq=None, rngs: nnx.Rngs):
     num_classes = (num_classes,) if isinstance(num_classes, int) else tuple(num_classes)
     self.encoder = hubert.Encoder(enc_cfg, rngs=rngs)
     self.num_classes = num_classes
@@ -71,7 +73,9 @@ class HubertPretrainModel(nnx.Module):
     self.mask_cfg = mask_cfg
     self.label_rate, self.loss_cfg = float(label_rate), loss_cfg
     self.mask_rngs = rngs["dropout"].fork()
-    self.bestrq = bestrq  # BEST-RQ targets computed in the step; None = dumped labels
+    # BEST-RQ quantizer config (mlasr.targets.bestrq.BestRQConfig), whose targets the task
+    # computes in the step; None = dumped labels.
+    self.bestrq = bestrq
 
   def num_frames(self, num_samples: int) -> int:
     """Padded frame count for a batch of `num_samples` samples (static)."""
@@ -80,12 +84,12 @@ class HubertPretrainModel(nnx.Module):
   @property
   def frame_rate(self) -> float:
     """Encoder frames per second (50 for the HuBERT conv stack, 25 for the tiny log-mel)."""
-    return align.encoder_spec(self.encoder.config).rate
+    return self.encoder.frame_spec.rate
 
   def frame_mask(self, audio_mask: jax.Array) -> jax.Array:
     """[B, F] bool real frames of a [B, T] audio mask (what the encoder will return)."""
     lengths = self.encoder.frame_lengths(audio_mask.astype(jnp.int32).sum(-1))
-    return layers.lengths_to_mask(lengths, self.num_frames(audio_mask.shape[1]))
+    return lengths_to_mask(lengths, self.num_frames(audio_mask.shape[1]))
 
   def compute_mask(self, audio_mask: jax.Array, maskable: jax.Array | None = None) -> jax.Array:
     """[B, F] time mask drawn from `mask_rngs` over the real (and `maskable`) frames."""
@@ -133,15 +137,19 @@ def _unit(x: jax.Array, eps: float = 1e-8) -> jax.Array:
 
 
 def build(config: ml_collections.ConfigDict, num_classes: int | Sequence[int],
-          rngs: nnx.Rngs) -> HubertPretrainModel:
-  """From `config.model` (see the module docstring); num_classes = k-means K per target set."""
+          rngs: nnx.Rngs, bestrq=None) -> HubertPretrainModel:
+  """From `config.model` (see the module docstring); num_classes = k-means K per target set
+  (the codebook size for BEST-RQ). bestrq: the quantizer config that mlasr.tasks.hubert.setup
+  returns in `model_kwargs` when config.model.targets == "bestrq"."""
   model_cfg = config.model
   fields = dict(model_cfg.encoder)
   enc_cfg = hubert.get_config(fields.pop("preset", "tiny"), **fields)
-  bestrq = None
   label_rate = model_cfg.get("label_rate", 50.0)
   if model_cfg.get("targets", "labels") == "bestrq":
-    bestrq = bestrq_lib.BestRQConfig(**dict(model_cfg.get("bestrq", None) or {}))
+    if bestrq is None:
+      raise ValueError("config.model.targets='bestrq': pass the quantizer config, "
+                       "build(config, **mlasr.tasks.hubert.setup(config, workdir)"
+                       "['model_kwargs'], ...)")
     num_classes, label_rate = bestrq.codebook_size, bestrq.label_rate
   return HubertPretrainModel(
       enc_cfg, num_classes, final_dim=model_cfg.get("final_dim", 256),

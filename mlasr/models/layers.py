@@ -51,11 +51,6 @@ def _grad_multiply_bwd(scale, _, g):
 grad_multiply.defvjp(_grad_multiply_fwd, _grad_multiply_bwd)
 
 
-def lengths_to_mask(lengths: jax.Array, max_len: int) -> jax.Array:
-  """[B] int lengths -> [B, max_len] bool, True on the first `length` positions."""
-  return jnp.arange(max_len)[None, :] < lengths[:, None]
-
-
 class Dense(nnx.Module):
   """y = x @ W + b with W [in, out] named `names`."""
 
@@ -95,21 +90,6 @@ def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float,
   mean = x32.mean(-1, keepdims=True)
   var = jnp.square(x32 - mean).mean(-1, keepdims=True)
   return ((x32 - mean) * jax.lax.rsqrt(var + eps) * scale + bias).astype(dtype)
-
-
-def masked_time_norm(x: jax.Array, mask: jax.Array, eps: float) -> jax.Array:
-  """Normalises [B, T, C] per (utterance, channel) over the valid time steps only.
-
-  Rows without any valid step are returned as zeros instead of NaN.
-  """
-  # Sums are taken of values shifted by the first step: the reduction order changes with the
-  # padded length, and summing large raw values made the result depend on it (~1e-5).
-  x32 = x.astype(jnp.float32) - x[:, :1].astype(jnp.float32)
-  m = mask[..., None].astype(jnp.float32)
-  count = jnp.maximum(m.sum(1, keepdims=True), 1.0)
-  mean = (x32 * m).sum(1, keepdims=True) / count
-  var = (jnp.square(x32 - mean) * m).sum(1, keepdims=True) / count
-  return ((x32 - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
 
 
 def depthwise_conv1d(x: jax.Array, kernel: jax.Array) -> jax.Array:

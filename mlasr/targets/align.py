@@ -19,69 +19,17 @@ Length policy (documented because the fairseq tracker is full of silent misalign
 - surplus labels at the end (labels longer than needed) are dropped.
 
 How many labels a clip of n samples has is a property of the feature extractor that made them:
-`FrameSpec` holds its conv-stack arithmetic (window/stride layers, then frame stacking).
+its `mlasr.features.FrameSpec` (window/stride layers, then frame stacking), the same arithmetic
+as the encoder's own (`Encoder.frame_spec`).
 """
 
 from __future__ import annotations
-
-import dataclasses
-from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-SAMPLE_RATE = 16000
-
-
-@dataclasses.dataclass(frozen=True)
-class FrameSpec:
-  """Output length of a feature extractor: `conv` (kernel, stride) layers, then `stack`ing."""
-  conv: tuple[tuple[int, int], ...] = ((400, 160),)
-  stack: int = 1
-
-  @property
-  def hop(self) -> int:
-    """Samples between consecutive frames (= 16000 / rate)."""
-    return int(np.prod([s for _, s in self.conv])) * self.stack
-
-  @property
-  def rate(self) -> float:
-    return SAMPLE_RATE / self.hop
-
-  def num_frames(self, num_samples):
-    """Frames of a clip of `num_samples` samples (int or numpy array)."""
-    n = np.asarray(num_samples)
-    for k, s in self.conv:
-      n = np.maximum((n - k) // s + 1, 0)
-    n = n // self.stack
-    return int(n) if n.ndim == 0 else n
-
-  def to_json(self) -> dict:
-    return {"conv": [list(c) for c in self.conv], "stack": self.stack}
-
-  @classmethod
-  def from_json(cls, d: dict) -> "FrameSpec":
-    return cls(conv=tuple(tuple(int(v) for v in c) for c in d["conv"]), stack=int(d["stack"]))
-
-
-MFCC_SPEC = FrameSpec(((400, 160),), 1)  # 100 Hz
-
-
-def waveform_spec(kernels: Sequence[int] = (10, 3, 3, 3, 3, 2, 2),
-                  strides: Sequence[int] = (5, 2, 2, 2, 2, 2, 2)) -> FrameSpec:
-  """Frames of the HuBERT/wav2vec 2.0 conv stack (50 Hz by default)."""
-  return FrameSpec(tuple(zip(map(int, kernels), map(int, strides))), 1)
-
-
-def encoder_spec(config) -> FrameSpec:
-  """FrameSpec of an `mlasr.models.hubert.EncoderConfig` (its frames = its frame_lengths)."""
-  if config.frontend == "waveform":
-    return waveform_spec(config.conv_kernel, config.conv_stride)
-  mel = (config.win_length, config.hop_length)
-  if config.subsampler == "stack":
-    return FrameSpec((mel,), config.logmel_subsample)
-  return FrameSpec((mel, (3, 2), (3, config.logmel_subsample // 2)), 1)
+from mlasr.features import FrameSpec  # noqa: F401  (data_prep/dump_labels.py reads align.FrameSpec)
 
 
 def _ratio(label_rate: float, frame_rate: float) -> tuple[int, int]:

@@ -6,7 +6,7 @@
 Pure function of (audio, config): the projection and codebook are drawn from `config.seed`
 (jax.random, so the same on every host and device) and never trained: no k-means, no
 iteration, no dumping. Steps: log-mel exactly as the log-mel front end of mlasr.models
-(`frontends.log_mel`: 25 ms / 10 ms, center=False, 80 Slaney mel bins) -> per-utterance
+(`mlasr.features.log_mel`: 25 ms / 10 ms, center=False, 80 Slaney mel bins) -> per-utterance
 mean/variance normalisation over real frames (as the front end's "utterance" norm) -> stack
 `stack` consecutive frames (drop the remainder, as the "stack" subsampler) -> x @ P with P
 [stack * n_mels, proj_dim] Xavier(Glorot)-normal -> l2-normalise -> argmax cosine similarity
@@ -25,8 +25,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from mlasr.models import frontends, layers
-from mlasr.targets import align
+from mlasr import features
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,8 +45,8 @@ class BestRQConfig:
     return self.sample_rate / (self.hop_length * self.stack)
 
   @property
-  def frame_spec(self) -> align.FrameSpec:
-    return align.FrameSpec(((self.n_fft, self.hop_length),), self.stack)
+  def frame_spec(self) -> features.FrameSpec:
+    return features.FrameSpec(((self.n_fft, self.hop_length),), self.stack)
 
   def num_labels(self, num_samples):
     return self.frame_spec.num_frames(num_samples)
@@ -82,13 +81,13 @@ def bestrq_targets(audio: jax.Array, audio_mask: jax.Array | None = None,
   audio_mask = jnp.asarray(audio_mask).astype(bool)
   audio = jnp.where(audio_mask, audio, 0.0)
   n = audio_mask.sum(-1).astype(jnp.int32)
-  feats = frontends.log_mel(audio, sample_rate=config.sample_rate, n_fft=config.n_fft,
-                            win_length=config.n_fft, hop_length=config.hop_length,
-                            n_mels=config.n_mels)
-  mel_len = frontends.conv_out_length(n, config.n_fft, config.hop_length)
-  mel_mask = layers.lengths_to_mask(mel_len, feats.shape[1])
+  feats = features.log_mel(audio, sample_rate=config.sample_rate, n_fft=config.n_fft,
+                           win_length=config.n_fft, hop_length=config.hop_length,
+                           n_mels=config.n_mels)
+  mel_len = features.FrameSpec(((config.n_fft, config.hop_length),), 1).num_frames(n)
+  mel_mask = features.lengths_to_mask(mel_len, feats.shape[1])
   if config.normalize:
-    feats = layers.masked_time_norm(feats, mel_mask, 1e-5)
+    feats = features.masked_time_norm(feats, mel_mask, 1e-5)
   feats = jnp.where(mel_mask[..., None], feats, 0.0)
   b, m, d = feats.shape
   f = m // config.stack
@@ -97,5 +96,5 @@ def bestrq_targets(audio: jax.Array, audio_mask: jax.Array | None = None,
   z = jnp.dot(x, proj, precision=jax.lax.Precision.HIGHEST)
   z = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
   ids = jnp.argmax(jnp.dot(z, code.T, precision=jax.lax.Precision.HIGHEST), -1)
-  mask = layers.lengths_to_mask(mel_len // config.stack, f)
+  mask = features.lengths_to_mask(config.num_labels(n), f)
   return jnp.where(mask, ids, -1).astype(jnp.int32), mask

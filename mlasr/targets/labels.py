@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 from array_record.python import array_record_module as arm
 
-from mlasr.targets import align
+from mlasr.features import FrameSpec
 
 META_FILE = "meta.json"
 
@@ -81,7 +81,7 @@ class LabelStore:
       self.meta = json.load(f)
     self.label_rate = float(self.meta["label_rate"])
     self.num_classes = int(self.meta["num_classes"])
-    self.frame_spec = align.FrameSpec.from_json(self.meta["frame_spec"])
+    self.frame_spec = FrameSpec.from_json(self.meta["frame_spec"])
     self.dtype = label_dtype(self.num_classes)
     self._index: dict[str, dict] = {}
     self._readers: dict[str, arm.ArrayRecordReader] = {}

@@ -23,9 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlasr.models import frontends
+from mlasr import features
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = features.SAMPLE_RATE
 _DB = 10.0 / np.log(10.0)
 
 
@@ -47,10 +47,14 @@ class MfccConfig:
   def frame_rate(self) -> float:
     return self.sample_rate / self.hop_length
 
+  @property
+  def frame_spec(self) -> features.FrameSpec:
+    return features.FrameSpec(((self.n_fft, self.hop_length),), 1)
+
 
 def num_frames(num_samples, config: MfccConfig = MfccConfig()):
   """floor((n - n_fft) / hop) + 1, clamped at 0 (python int, numpy or jax arrays)."""
-  return frontends.conv_out_length(num_samples, config.n_fft, config.hop_length)
+  return config.frame_spec.num_frames(num_samples)
 
 
 @functools.lru_cache(maxsize=4)
@@ -97,14 +101,14 @@ def mfcc(audio: jax.Array, audio_mask: jax.Array | None = None,
   audio_mask = jnp.asarray(audio_mask).astype(bool)
   audio = jnp.where(audio_mask, audio, 0.0)
   lengths = num_frames(audio_mask.sum(-1).astype(jnp.int32), config)
-  log_mel = frontends.log_mel(audio, sample_rate=config.sample_rate, n_fft=config.n_fft,
-                              win_length=config.n_fft, hop_length=config.hop_length,
-                              n_mels=config.n_mels, log_offset=0.0)
+  log_mel = features.log_mel(audio, sample_rate=config.sample_rate, n_fft=config.n_fft,
+                             win_length=config.n_fft, hop_length=config.hop_length,
+                             n_mels=config.n_mels, log_offset=0.0)
   db = jnp.maximum(log_mel, np.log(1e-10)) * _DB  # = 10 log10(max(mel, 1e-10))
   c = jnp.dot(db, _dct_matrix(config.n_mels, config.n_mfcc),
               precision=jax.lax.Precision.HIGHEST)
   f = c.shape[1]
-  mask = jnp.arange(f)[None, :] < lengths[:, None]
+  mask = features.lengths_to_mask(lengths, f)
   if config.deltas:
     d1 = deltas(c, lengths, config.delta_width)
     d2 = deltas(d1, lengths, config.delta_width)

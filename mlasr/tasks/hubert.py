@@ -18,9 +18,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mlasr.targets import bestrq
-
 from mlasr.targets import align
+from mlasr.targets import bestrq
 
 
 def _usage_entropy(ids: jax.Array, weights: jax.Array, num_classes: int) -> jax.Array:
@@ -91,8 +90,9 @@ def setup(config, workdir: str) -> dict:
   del workdir
   source = config.model.get("targets", "labels")
   if source == "bestrq":
-    return dict(num_outputs=config.model.get("bestrq", {}).get("codebook_size", 8192),
-                tokenizer=None, labels=None)
+    quantizer = bestrq.BestRQConfig(**dict(config.model.get("bestrq", None) or {}))
+    return dict(num_outputs=quantizer.codebook_size, tokenizer=None, labels=None,
+                model_kwargs=dict(bestrq=quantizer))
   if source != "labels":
     raise ValueError(f"config.model.targets={source!r}; use 'labels' or 'bestrq'.")
   from mlasr.targets import labels as labels_lib  # pylint: disable=import-outside-toplevel
