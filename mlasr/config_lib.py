@@ -107,6 +107,12 @@ def base_ctc_config() -> ml_collections.ConfigDict:
   c.data.data_dir = ""               # TFDS output; default <root>/tfds
   c.data.sources = ()                # ("commonvoice:en", "voxpopuli:cs", ...)
   c.data.train_split = "train"       # or train_10min / train_1h (ML-SUPERB subsets)
+  # Common Voice: train on validated.tsv minus the dev/test speakers and sentences instead of
+  # train.tsv (small languages; docs/real_corpora.md). Off by default.
+  c.data.train_from_validated = False
+  # Common Voice text-only corpora added to the tokenizer's training text, e.g.
+  # ("validated_sentences",); prepare() writes them to <data_dir>/lm_text/ for mlasr.lm too.
+  c.data.tokenizer_text = ()
   c.data.eval_split = "dev"
   c.data.alpha = 0.5                 # language sampling p_l ∝ n_l^alpha (XLS-R: 0.5)
   # Second level, within a language of several sources (commonvoice:fi + voxpopuli:fi):

@@ -38,8 +38,6 @@ import numpy as np
 from flax import nnx
 
 from mlasr import checkpoint as ckpt_lib
-from mlasr import decoding
-from mlasr import lm as lm_lib
 from mlasr import logs
 from mlasr import config_lib
 from mlasr import sharding as sharding_lib
@@ -47,62 +45,11 @@ from mlasr.data import corpora
 from mlasr.data import inputs
 from mlasr.data import manifest as manifest_lib
 from mlasr.evaluators import errors
+from mlasr.evaluators import lid
 from mlasr.evaluators import report
+from mlasr.evaluators.asr import beam_transcribe, score, transcribe, utterance_log_probs
 from mlasr.models import adapters as adapters_lib
 from mlasr.models import surgery
-from mlasr.tasks import lid
-
-def transcribe(predict_fn, eval_data, tokenizer) -> list[dict]:
-  """Runs `predict_fn(host batch) -> (tokens, lengths)` over `eval_data`; a dict per utterance."""
-  utts = []
-  for batch in eval_data.batches():
-    tokens, lengths = jax.device_get(predict_fn(batch))
-    for i in np.flatnonzero(batch["example_mask"]):
-      lang = str(batch["lang"][i])
-      utts.append(dict(
-          utt_id=str(batch["utt_id"][i]), lang=lang, corpus=str(batch["corpus"][i]),
-          speaker=str(batch["speaker"][i]), ref=str(batch["text_norm"][i]),
-          hyp=tokenizer.decode(tokens[i, :lengths[i]].tolist(), lang),
-          seconds=float(batch["audio_mask"][i].sum()) / inputs.SAMPLE_RATE))
-  return utts
-
-
-def utterance_log_probs(log_probs_fn, eval_data) -> list[dict]:
-  """Runs `log_probs_fn(host batch) -> (log_probs, frame_mask)` over `eval_data`; per
-  utterance its metadata and the [frames, V] log-posteriors of its real frames."""
-  utts = []
-  for batch in eval_data.batches():
-    logp, frame_mask = jax.device_get(log_probs_fn(batch))
-    for i in np.flatnonzero(batch["example_mask"]):
-      utts.append(dict(
-          utt_id=str(batch["utt_id"][i]), lang=str(batch["lang"][i]),
-          corpus=str(batch["corpus"][i]), speaker=str(batch["speaker"][i]),
-          ref=str(batch["text_norm"][i]),
-          seconds=float(batch["audio_mask"][i].sum()) / inputs.SAMPLE_RATE,
-          log_probs=np.asarray(logp[i][np.asarray(frame_mask[i]) > 0], np.float64)))
-  return utts
-
-
-def beam_transcribe(utts: list[dict], tokenizer, settings: dict[str, dict], lm_dir: str = "",
-                    lm_kind: str = "", hotwords: tuple[str, ...] = (), hotword_weight: float = 0.0,
-                    beam: int = 16) -> list[dict]:
-  """Prefix beam search for each utterance (from utterance_log_probs), in place: sets "hyp".
-
-  settings: per language {lm_weight, word_bonus}; lm_kind "" decodes without an LM.
-  """
-  scorers = {}
-  for u in utts:
-    lang = u["lang"]
-    if lm_kind and lang not in scorers:
-      scorers[lang] = decoding.LMScorer(
-          lm_lib.load_kenlm(os.path.join(lm_dir, lang, f"{lm_kind}.arpa")), lm_kind)
-    s = settings.get(lang, {})
-    cfg = decoding.BeamConfig(beam=beam, lm_weight=s.get("lm_weight", 0.0) if lm_kind else 0.0,
-                              word_bonus=s.get("word_bonus", 0.0) if lm_kind else 0.0,
-                              hotwords=hotwords, hotword_weight=hotword_weight)
-    u["hyp"] = decoding.prefix_beam_search(u["log_probs"], tokenizer.id_strings(lang), cfg,
-                                           scorers.get(lang))[0][0]
-  return utts
 
 
 def tuned_lm_settings(lm_dir: str, lm_kind: str) -> dict[str, dict]:
@@ -113,11 +60,6 @@ def tuned_lm_settings(lm_dir: str, lm_kind: str) -> dict[str, dict]:
                             "first (or pass --lm_weight and --word_bonus)")
   with open(path, encoding="utf-8") as f:
     return {lang: kinds[lm_kind] for lang, kinds in json.load(f).items() if lm_kind in kinds}
-
-
-def score(utts: list[dict], n_boot: int = 1000, meta: dict | None = None) -> dict:
-  """Results structure of mlasr.evaluators.report (languages, groups, macro, all)."""
-  return report.build_results(utts, n_boot=n_boot, seed=0, meta=meta or {})
 
 
 def _benchmark_tsv_rows(root: str, name: str):
@@ -475,11 +417,7 @@ def run_lid(config, model, workdir: str, split: str, step: int,
   result["by_group"] = {g: lid.scores(true[utt_groups == g], pred[utt_groups == g], langs)
                         for g in sorted(set(utt_groups) - {""})}
   out_dir = os.path.join(workdir, f"eval_on_{tset.name}" if tset.name else f"eval_{split}")
-  os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, "lid.json"), "w", encoding="utf-8") as f:
-    json.dump(result, f, indent=1)
-  with open(os.path.join(out_dir, "lid.md"), "w", encoding="utf-8") as f:
-    f.write(lid.confusion_markdown(result))
+  lid.write(result, out_dir)
   config_lib.save_config(config, out_dir)
   print(lid.confusion_markdown(result))
   return result

@@ -4,6 +4,7 @@ import numpy as np
 from flax import nnx
 from sklearn import metrics as skm
 
+from mlasr.evaluators import lid as lid_eval
 from mlasr.models import hubert, lid as lid_model
 from mlasr.tasks import lid
 
@@ -16,12 +17,12 @@ def test_scores_match_sklearn():
   langs = ["en", "ru", "hi", "te"]
   true, pred = rng.integers(0, 4, 200), rng.integers(0, 4, 200)
   pred[:120] = true[:120]
-  out = lid.scores(true, pred, langs)
+  out = lid_eval.scores(true, pred, langs)
   np.testing.assert_array_equal(out["confusion"], skm.confusion_matrix(true, pred, labels=range(4)))
   assert out["accuracy"] == skm.accuracy_score(true, pred)
   recall = skm.recall_score(true, pred, average=None, labels=range(4))
   assert [out["per_language"][l] for l in langs] == list(recall)
-  assert "| hi |" in lid.confusion_markdown(out)
+  assert "| hi |" in lid_eval.confusion_markdown(out)
 
 
 def test_pooling_ignores_padding_and_loss_is_cross_entropy():

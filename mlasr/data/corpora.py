@@ -12,8 +12,26 @@ counted by (corpus, lang, split, reason), never fatal, never silent:
 - A TSV whose header lacks a required column is counted by its rows (`bad_header(...)`).
 - A clip path that leaves the language's `clips/` folder (`../`, absolute) is refused
   (`path_outside_clips`), as is a VoxPopuli id that leaves its language folder.
-- Common Voice's `clip_durations.tsv`, where a release has one, gives each utterance its
-  stated duration; the builder refuses clips whose decoded length disagrees (truncated).
+- Common Voice's `clip_durations.tsv`, where a release has one (header `clip` or `filename`,
+  and `duration[ms]`), gives each utterance its stated duration; the builder refuses clips
+  whose decoded length disagrees (truncated), and the listing counts below use it for hours.
+
+Real release formats (docs/real_corpora.md has the file formats):
+- `reported.tsv` (sentence, sentence_id, locale, reason: sentences contributors flagged)
+  excludes every clip of a reported sentence, in every split (`reported_sentence`), matched
+  by sentence_id where both files have one, else by the text (whitespace and case folded).
+- `validated.tsv`: with `train_from_validated` (config.data.train_from_validated, default
+  off) the train split is validated.tsv minus every clip of a dev/test speaker
+  (`dev_test_speaker`) or of a dev/test sentence (`dev_test_sentence`), train.tsv unused:
+  common practice for small languages whose train.tsv is tiny or absent. Off, a
+  validated.tsv listing clips that no split TSV has is stated in the report's notes.
+- `validated_sentences.tsv` / `unvalidated_sentences.tsv` (text only, no audio) are read by
+  read_text_corpus() as LM / tokenizer text, never as audio rows.
+- Partial downloads (most listed clips absent): each absent clip is counted as
+  `missing_audio`, never fatal; the report's `listing` has listed / absent clips (and hours,
+  by clip_durations.tsv) per split, and a split missing most of its clips gets a
+  `partial_download` warning. A split whose every listed clip is absent is `lost_split`
+  (tfds_builder.prepare fails on it, loudly).
 
 Unknown language codes (not in `mlasr.data.languages.LANGUAGES`) are KEPT with a warning in
 the report: loaders must work on real downloads with languages we have no TTS voice for, and
@@ -41,6 +59,10 @@ ATTRIBUTE_COLUMNS = {"gender": ("gender",), "age": ("age",), "accent": ("accents
 # Values that state nothing: VoxPopuli writes "None" for a missing accent.
 _NO_VALUE = {"", "none", "nan", "n/a"}
 _MAX_EXAMPLES = 5
+# Common Voice's text-only files (sentences, no clips), as read by read_text_corpus().
+TEXT_CORPORA = ("validated_sentences", "unvalidated_sentences")
+# A split missing more than this fraction of its listed clips gets a partial_download warning.
+PARTIAL_DOWNLOAD_FRACTION = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +88,11 @@ class DataReport:
     self.skipped = collections.defaultdict(lambda: {"count": 0, "examples": []})
     self.kept = collections.defaultdict(lambda: {"count": 0, "seconds": 0.0})
     self.warnings: list[dict[str, str]] = []
+    # What a release states, by the loader: (corpus, lang, split) -> clips listed in the
+    # split's TSV (rows that reached the audio check), how many are absent, and their hours
+    # where clip_durations.tsv states them.
+    self.listing = collections.defaultdict(lambda: dict(_EMPTY_LISTING))
+    self.notes: list[dict[str, str]] = []  # options in effect, files used (not problems)
 
   def skip(self, corpus: str, lang: str, split: str, reason: str, path: str,
            count: int = 1) -> None:
@@ -83,6 +110,23 @@ class DataReport:
     entry["count"] += 1
     if seconds is not None:
       entry["seconds"] += float(seconds)
+
+  def list_clip(self, corpus: str, lang: str, split: str, present: bool,
+                seconds: float | None = None) -> None:
+    """Counts one clip the corpus lists for `split` (present on disk or not)."""
+    e = self.listing[(corpus, lang, split)]
+    e["listed"] += 1
+    e["missing"] += 0 if present else 1
+    if seconds is not None:
+      e["stated"] += 1
+      e["listed_seconds"] += float(seconds)
+      e["missing_seconds"] += 0.0 if present else float(seconds)
+
+  def note(self, corpus: str, lang: str, reason: str, detail: str) -> None:
+    n = {"corpus": corpus, "lang": lang, "reason": reason, "detail": detail}
+    if n not in self.notes:
+      log.info("%s/%s: %s (%s)", corpus, lang, reason, detail)
+      self.notes.append(n)
 
   def warn(self, corpus: str, lang: str, reason: str, detail: str) -> None:
     w = {"corpus": corpus, "lang": lang, "reason": reason, "detail": detail}
@@ -115,6 +159,12 @@ class DataReport:
     for w in other.warnings:
       if w not in self.warnings:
         self.warnings.append(w)
+    for key, e in other.listing.items():
+      for k, v in e.items():
+        self.listing[key][k] += v
+    for n in other.notes:
+      if n not in self.notes:
+        self.notes.append(n)
     return self
 
   def to_dict(self) -> dict:
@@ -126,6 +176,13 @@ class DataReport:
                          examples=list(e["examples"]))
                     for (c, l, s, r), e in sorted(self.skipped.items())],
         "warnings": list(self.warnings),
+        "listing": [dict(corpus=c, lang=l, split=s, listed=e["listed"], missing=e["missing"],
+                         stated=e["stated"], listed_hours=round(e["listed_seconds"] / 3600, 6),
+                         missing_hours=round(e["missing_seconds"] / 3600, 6),
+                         listed_seconds=round(e["listed_seconds"], 3),
+                         missing_seconds=round(e["missing_seconds"], 3))
+                    for (c, l, s), e in sorted(self.listing.items())],
+        "notes": list(self.notes),
     }
 
   def to_json(self, path: str) -> None:
@@ -149,7 +206,19 @@ class DataReport:
       r.skipped[(e["corpus"], e["lang"], e["split"], e["reason"])] = {
           "count": e["count"], "examples": e["examples"]}
     r.warnings = d.get("warnings", [])
+    for e in d.get("listing", []):  # reports written before listings had none
+      r.listing[(e["corpus"], e["lang"], e["split"])] = {
+          "listed": e["listed"], "missing": e["missing"], "stated": e["stated"],
+          "listed_seconds": e.get("listed_seconds", e["listed_hours"] * 3600),
+          "missing_seconds": e.get("missing_seconds", e["missing_hours"] * 3600)}
+    r.notes = d.get("notes", [])
     return r
+
+  def lost_splits(self, corpus: str | None = None, lang: str | None = None) -> list[tuple]:
+    """(corpus, lang, split) of the splits that list clips and have none of them on disk."""
+    return [k for k, e in sorted(self.listing.items())
+            if corpus in (None, k[0]) and lang in (None, k[1])
+            and e["listed"] > 0 and e["missing"] == e["listed"]]
 
   def summary(self) -> str:
     lines = []
@@ -157,9 +226,20 @@ class DataReport:
       lines.append(f"kept    {c}/{l}/{s}: {e['count']} ({e['seconds'] / 3600:.3f} h)")
     for (c, l, s, r), e in sorted(self.skipped.items()):
       lines.append(f"skipped {c}/{l}/{s}: {e['count']} {r} (e.g. {e['examples'][0]})")
+    for (c, l, s), e in sorted(self.listing.items()):
+      if e["missing"]:
+        hours = (f", {e['missing_seconds'] / 3600:.3f} of {e['listed_seconds'] / 3600:.3f} h "
+                 "by clip_durations.tsv" if e["stated"] else "")
+        lines.append(f"listed  {c}/{l}/{s}: {e['listed']} clips, {e['missing']} absent{hours}")
     for w in self.warnings:
       lines.append(f"warning {w['corpus']}/{w['lang']}: {w['reason']} ({w['detail']})")
+    for n in self.notes:
+      lines.append(f"note    {n['corpus']}/{n['lang']}: {n['reason']} ({n['detail']})")
     return "\n".join(lines) if lines else "(empty data report)"
+
+
+_EMPTY_LISTING = {"listed": 0, "missing": 0, "stated": 0, "listed_seconds": 0.0,
+                  "missing_seconds": 0.0}
 
 
 @dataclasses.dataclass
@@ -294,36 +374,140 @@ def _read_rows(corpus: str, lang: str, split: str, tsv: str, required: Sequence[
 
 
 def _language_dirs(corpus: str, corpus_dir: str, langs, splits, tsv_pattern: str,
-                   report: DataReport):
-  """(lang, folder) of each requested language whose folder holds at least one split TSV;
-  the others are skipped and counted."""
+                   report: DataReport, also: Sequence[str] = ()):
+  """(lang, folder) of each requested language whose folder holds at least one split TSV
+  (or one of the files `also` names); the others are skipped and counted."""
   for lang in _list_langs(corpus_dir, langs):
     lang_dir = os.path.join(corpus_dir, lang)
     if not os.path.isdir(lang_dir):
       report.skip(corpus, lang, "*", "missing_language_dir", lang_dir)
       continue
-    if not any(os.path.isfile(os.path.join(lang_dir, tsv_pattern.format(s))) for s in splits):
+    names = [tsv_pattern.format(s) for s in splits] + list(also)
+    if not any(os.path.isfile(os.path.join(lang_dir, n)) for n in names):
       report.skip(corpus, lang, "*", "no_split_tsvs", lang_dir)
+      if corpus == "commonvoice" and os.path.isfile(os.path.join(lang_dir, "validated.tsv")):
+        report.warn(corpus, lang, "validated_only",
+                    f"{lang_dir} has validated.tsv and no split TSV: "
+                    "config.data.train_from_validated=True trains on it")
       continue
     _check_lang(corpus, lang, report)
     yield lang, lang_dir
 
 
+def _sentence_key(text: str) -> str:
+  """A sentence as compared across files: whitespace collapsed, case folded."""
+  return " ".join(text.split()).casefold()
+
+
+@dataclasses.dataclass
+class _SentenceSet:
+  """Sentences to match clip rows against, by sentence_id or by (folded) text."""
+  ids: set = dataclasses.field(default_factory=set)
+  texts: set = dataclasses.field(default_factory=set)
+
+  def add(self, row: dict[str, str]) -> None:
+    sid, text = (row.get("sentence_id") or "").strip(), (row.get("sentence") or "").strip()
+    if sid:
+      self.ids.add(sid)
+    if text:
+      self.texts.add(_sentence_key(text))
+
+  def __contains__(self, row: dict[str, str]) -> bool:
+    sid = (row.get("sentence_id") or "").strip()
+    return bool(sid and sid in self.ids) or _sentence_key(row.get("sentence") or "") in self.texts
+
+  def __len__(self) -> int:
+    return max(len(self.ids), len(self.texts))
+
+
+def _raw_rows(path: str) -> list[dict[str, str]]:
+  """Rows of a TSV as dicts, unchecked and uncounted (for cross-file lookups only)."""
+  if not os.path.isfile(path):
+    return []
+  table = _read_tsv(path)
+  return [dict(zip(table.header, f)) for _, f in table.rows if len(f) == len(table.header)]
+
+
+def _reported_sentences(lang_dir: str, lang: str, report: DataReport) -> _SentenceSet:
+  """Sentences of Common Voice's reported.tsv (sentence, sentence_id, locale, reason)."""
+  path = os.path.join(lang_dir, "reported.tsv")
+  out = _SentenceSet()
+  if not os.path.isfile(path):
+    return out
+  table = _read_tsv(path)
+  if "sentence" not in table.header and "sentence_id" not in table.header:
+    report.warn("commonvoice", lang, "reported_unreadable",
+                f"{path}: header {table.header[:6]}, expected sentence, sentence_id, locale, "
+                "reason; no clip is excluded as reported")
+    return out
+  reasons = collections.Counter()
+  for _, fields in table.rows:
+    if len(fields) != len(table.header):
+      continue
+    row = dict(zip(table.header, fields))
+    out.add(row)
+    reasons[(row.get("reason") or "").strip() or "?"] += 1
+  if reasons:
+    report.note("commonvoice", lang, "reported_sentences",
+                f"{path}: {sum(reasons.values())} reports ({dict(sorted(reasons.items()))}); "
+                "their clips are excluded as reported_sentence")
+  return out
+
+
+def _held_out(lang_dir: str) -> tuple[set[str], _SentenceSet]:
+  """(speakers, sentences) listed in dev.tsv and test.tsv, whether or not their clips exist."""
+  speakers, sentences = set(), _SentenceSet()
+  for split in ("dev", "test"):
+    for row in _raw_rows(os.path.join(lang_dir, f"{split}.tsv")):
+      if (row.get("client_id") or "").strip():
+        speakers.add(row["client_id"].strip())
+      sentences.add(row)
+  return speakers, sentences
+
+
+def _check_listing(report: DataReport, corpus: str, lang: str, split: str, tsv: str,
+                   folder: str) -> None:
+  """Warns about a split whose listed clips are mostly (partial_download) or all (lost_split)
+  absent; each absent clip is counted as missing_audio already."""
+  e = report.listing.get((corpus, lang, split))
+  if not e or not e["missing"]:
+    return
+  hours = (f"; {e['missing_seconds'] / 3600:.3f} of {e['listed_seconds'] / 3600:.3f} h by "
+           "clip_durations.tsv" if e["stated"] else "")
+  if e["missing"] == e["listed"]:
+    report.warn(corpus, lang, "lost_split",
+                f"split {split!r}: all {e['listed']} clips {tsv} lists are absent from "
+                f"{folder}{hours} (a partial download?)")
+  elif e["missing"] > PARTIAL_DOWNLOAD_FRACTION * e["listed"]:
+    report.warn(corpus, lang, "partial_download",
+                f"split {split!r}: {e['missing']} of {e['listed']} clips {tsv} lists are "
+                f"absent from {folder}{hours}; counted as missing_audio, the rest is used")
+
+
 def read_commonvoice(root: str, langs: Sequence[str] | None = None,
-                     splits: Sequence[str] = SPLITS,
-                     report: DataReport | None = None) -> list[Utterance]:
+                     splits: Sequence[str] = SPLITS, report: DataReport | None = None,
+                     train_from_validated: bool = False) -> list[Utterance]:
   """Reads ROOT/commonvoice/<lang>/{split}.tsv (any release: only path, sentence and
   client_id are required; gender, age and accent(s) go to `attributes`, other columns are
-  ignored)."""
+  ignored).
+
+  With `train_from_validated`, "train" is validated.tsv minus the clips of every speaker and
+  every sentence that dev.tsv or test.tsv lists (see the module doc). Clips of sentences in
+  reported.tsv are left out of every split.
+  """
   report = report if report is not None else DataReport()
   corpus_dir = corpus_path(root, "commonvoice")
   out = []
-  for lang, lang_dir in _language_dirs("commonvoice", corpus_dir, langs, splits, "{}.tsv",
-                                       report):
+  for lang, lang_dir in _language_dirs(
+      "commonvoice", corpus_dir, langs, splits, "{}.tsv", report,
+      also=("validated.tsv",) if train_from_validated and "train" in splits else ()):
     clips_dir = os.path.join(lang_dir, "clips")
     durations = _clip_durations(lang_dir, lang, report)
+    reported = _reported_sentences(lang_dir, lang, report)
     for split in splits:
-      tsv = os.path.join(lang_dir, f"{split}.tsv")
+      from_validated = train_from_validated and split == "train"
+      tsv = os.path.join(lang_dir, "validated.tsv" if from_validated else f"{split}.tsv")
+      speakers, held_out = _held_out(lang_dir) if from_validated else (set(), _SentenceSet())
       seen = set()
       for row in _read_rows("commonvoice", lang, split, tsv, ("path", "sentence"), report):
         clip = row["path"].strip()
@@ -338,8 +522,16 @@ def read_commonvoice(root: str, langs: Sequence[str] | None = None,
           reason = "duplicate_id"
         elif not row["sentence"].strip():
           reason = "empty_text"
+        elif from_validated and (row.get("client_id") or "").strip() in speakers:
+          reason = "dev_test_speaker"
+        elif from_validated and row in held_out:
+          reason = "dev_test_sentence"
+        elif row in reported:
+          reason = "reported_sentence"
         else:
           reason = _check_audio(audio)
+          report.list_clip("commonvoice", lang, split, reason != "missing_audio",
+                           durations.get(clip))
         if reason:
           report.skip("commonvoice", lang, split, reason, audio)
           continue
@@ -347,7 +539,42 @@ def read_commonvoice(root: str, langs: Sequence[str] | None = None,
         out.append(Utterance("commonvoice", lang, split, utt_id, audio, row["sentence"].strip(),
                              row.get("client_id", ""), durations.get(clip),
                              row_attributes(row)))
+      _check_listing(report, "commonvoice", lang, split, tsv, clips_dir)
+      if from_validated:
+        n_train = len(_raw_rows(os.path.join(lang_dir, "train.tsv")))
+        skips = report.skip_counts("commonvoice", lang, "train")
+        report.note("commonvoice", lang, "train_from_validated",
+                    f"train = {tsv} minus {skips.get('dev_test_speaker', 0)} clips of dev/test "
+                    f"speakers and {skips.get('dev_test_sentence', 0)} of dev/test sentences "
+                    f"(config.data.train_from_validated); train.tsv ({n_train} rows) unused")
+    if not train_from_validated and "train" in splits:
+      _note_unused_validated(lang_dir, lang, clips_dir, report)
   return out
+
+
+def _note_unused_validated(lang_dir: str, lang: str, clips_dir: str,
+                           report: DataReport) -> None:
+  """States, once, the clips validated.tsv lists that no split TSV has (the option is off).
+  A warning when train has none of its own on disk: then they are all the data there is."""
+  validated = {(r.get("path") or "").strip() for r in _raw_rows(
+      os.path.join(lang_dir, "validated.tsv"))} - {""}
+  if not validated:
+    return
+  listed = {(r.get("path") or "").strip() for s in SPLITS
+            for r in _raw_rows(os.path.join(lang_dir, f"{s}.tsv"))}
+  unused = validated - listed
+  if not unused:
+    return
+  on_disk = set(os.listdir(clips_dir)) if os.path.isdir(clips_dir) else set()
+  present = len(unused & on_disk)
+  detail = (f"validated.tsv lists {len(unused)} clips in no train/dev/test.tsv ({present} of "
+            "them in clips/), not used: config.data.train_from_validated=True trains on "
+            "validated.tsv minus the dev/test speakers and sentences")
+  train = report.listing.get(("commonvoice", lang, "train"))
+  if present and (not train or train["missing"] == train["listed"]):
+    report.warn("commonvoice", lang, "validated_unused", detail)
+  else:
+    report.note("commonvoice", lang, "validated_unused", detail)
 
 
 def row_attributes(row: dict[str, str]) -> tuple[tuple[str, str], ...]:
@@ -361,18 +588,19 @@ def row_attributes(row: dict[str, str]) -> tuple[tuple[str, str], ...]:
 
 
 def _clip_durations(lang_dir: str, lang: str, report: DataReport) -> dict[str, float]:
-  """Clip name -> seconds from Common Voice's clip_durations.tsv (`clip`, `duration[ms]`),
-  which releases since 2023 ship; {} without one."""
+  """Clip name -> seconds from Common Voice's clip_durations.tsv (`clip`, `duration[ms]`;
+  `filename` in the datasheets' wording), which releases since 16.1 ship; {} without one."""
   path = os.path.join(lang_dir, "clip_durations.tsv")
   if not os.path.isfile(path):
     return {}
   table = _read_tsv(path)
   ms_col = next((c for c in table.header if c.startswith("duration")), None)
-  if "clip" not in table.header or ms_col is None:
+  clip_col = next((c for c in ("clip", "filename", "path") if c in table.header), None)
+  if clip_col is None or ms_col is None:
     report.warn("commonvoice", lang, "clip_durations_unreadable",
                 f"{path}: header {table.header}, expected clip and duration[ms]; not used")
     return {}
-  clip_i, ms_i = table.header.index("clip"), table.header.index(ms_col)
+  clip_i, ms_i = table.header.index(clip_col), table.header.index(ms_col)
   out, bad = {}, len(table.invalid_lines)
   for _, fields in table.rows:
     try:
@@ -414,12 +642,14 @@ def read_voxpopuli(root: str, langs: Sequence[str] | None = None,
           reason = "empty_text"
         else:
           reason = _check_audio(audio)
+          report.list_clip("voxpopuli", lang, split, reason != "missing_audio")
         if reason:
           report.skip("voxpopuli", lang, split, reason, audio)
           continue
         seen.add(utt_id)
         out.append(Utterance("voxpopuli", lang, split, utt_id, audio, text,
                              row.get("speaker_id", ""), attributes=row_attributes(row)))
+      _check_listing(report, "voxpopuli", lang, split, tsv, lang_dir)
   return out
 
 
@@ -439,10 +669,63 @@ def read_subset(root: str, corpus: str, lang: str, name: str) -> set[str]:
 
 
 def read_corpus(root: str, corpus: str, langs: Sequence[str] | None = None,
-                splits: Sequence[str] = SPLITS,
-                report: DataReport | None = None) -> list[Utterance]:
-  """Dispatches to read_commonvoice / read_voxpopuli by corpus name."""
+                splits: Sequence[str] = SPLITS, report: DataReport | None = None,
+                train_from_validated: bool = False) -> list[Utterance]:
+  """Dispatches to read_commonvoice / read_voxpopuli by corpus name (train_from_validated:
+  Common Voice only; VoxPopuli has no validated.tsv)."""
   readers = {"commonvoice": read_commonvoice, "voxpopuli": read_voxpopuli}
   if corpus not in readers:
     raise ValueError(f"unknown corpus {corpus!r}; known: {sorted(readers)}")
+  if corpus == "commonvoice":
+    return read_commonvoice(root, langs=langs, splits=splits, report=report,
+                            train_from_validated=train_from_validated)
   return readers[corpus](root, langs=langs, splits=splits, report=report)
+
+
+def read_text_corpus(root: str, lang: str, name: str = "validated_sentences",
+                     report: DataReport | None = None,
+                     exclude_held_out: bool = True) -> list[str]:
+  """Sentences of Common Voice's text-only ROOT/commonvoice/<lang>/<name>.tsv
+  (validated_sentences: sentence_id, sentence, [variant,] sentence_domain, source, is_used,
+  clips_count; unvalidated_sentences: sentence_id, sentence, [variant,] sentence_domain,
+  source[, up_votes, down_votes, status]) as LM / tokenizer text. Never audio rows.
+
+  Left out, counted in `report` under split `name`: sentences of reported.tsv
+  (`reported_sentence`), sentences dev.tsv or test.tsv lists (`dev_test_sentence`, with
+  exclude_held_out: text that is scored is not trained on), `rejected` unvalidated ones
+  (`rejected_sentence`), repeats (`duplicate_sentence`), and unreadable rows. [] without the
+  file (releases before 17.0).
+  """
+  if name not in TEXT_CORPORA:
+    raise ValueError(f"unknown text corpus {name!r}; known: {TEXT_CORPORA}")
+  report = report if report is not None else DataReport()
+  lang_dir = os.path.join(corpus_path(root, "commonvoice"), lang)
+  tsv = os.path.join(lang_dir, f"{name}.tsv")
+  if not os.path.isfile(tsv):
+    return []
+  reported = _reported_sentences(lang_dir, lang, report)
+  held_out = _held_out(lang_dir)[1] if exclude_held_out else _SentenceSet()
+  out, seen = [], set()
+  for row in _read_rows("commonvoice", lang, name, tsv, ("sentence",), report):
+    text = " ".join(row["sentence"].split())
+    key = _sentence_key(text)
+    if not text:
+      reason = "empty_text"
+    elif (row.get("status") or "").strip().lower() == "rejected":
+      reason = "rejected_sentence"
+    elif row in reported:
+      reason = "reported_sentence"
+    elif row in held_out:
+      reason = "dev_test_sentence"
+    elif key in seen:
+      reason = "duplicate_sentence"
+    else:
+      reason = None
+    if reason:
+      report.skip("commonvoice", lang, name, reason, f"{tsv}: {text[:60]}")
+      continue
+    seen.add(key)
+    out.append(text)
+  report.note("commonvoice", lang, "text_corpus",
+              f"{tsv}: {len(out)} sentences as LM/tokenizer text (no audio)")
+  return out

@@ -57,7 +57,8 @@ def prepare_sources(data_cfg: ml_collections.ConfigDict) -> list[tuple[str, str]
     for corpus, lang in tqdm.tqdm(todo, desc="prepare", unit="dataset",
                                   disable=len(todo) < 2):
       tfds_builder.prepare(root, data_dir(data_cfg), corpus, lang,
-                           num_workers=data_cfg.get("prepare_workers", 1))
+                           num_workers=data_cfg.get("prepare_workers", 1),
+                           train_from_validated=data_cfg.get("train_from_validated", False))
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
     multihost_utils.sync_global_devices("mlasr_prepare_sources")
@@ -111,6 +112,8 @@ def get_tokenizer(config: ml_collections.ConfigDict, workdir: str):
   for corpus, lang in datasets(config.data):
     index = tfds_builder.load_index(data_dir(config.data), corpus, lang)
     texts.setdefault(lang, []).extend(t for t in index[config.data.train_split]["text_norm"] if t)
+  for lang, extra in tokenizer_text(config.data).items():
+    texts.setdefault(lang, []).extend(extra)
   tok_cfg = config.tokenizer
   if tok_cfg.get("from_dir"):
     base = tokenizer_lib.load_tokenizer(os.path.expanduser(tok_cfg.from_dir))
@@ -120,6 +123,26 @@ def get_tokenizer(config: ml_collections.ConfigDict, workdir: str):
   return tokenizer_lib.build_tokenizer(
       tok_cfg.kind, texts, out_dir, per_language=tok_cfg.per_language,
       vocab_size=tok_cfg.vocab_size, alpha=tok_cfg.alpha, seed=config.seed)
+
+
+def tokenizer_text(data_cfg: ml_collections.ConfigDict) -> dict[str, list[str]]:
+  """Normalised sentences of the Common Voice text corpora named in
+  config.data.tokenizer_text ("validated_sentences", "unvalidated_sentences"), per language,
+  as prepare() wrote them (without dev/test or reported sentences); {} by default."""
+  from mlasr.data import text as text_lib  # pylint: disable=import-outside-toplevel
+  names = list(data_cfg.get("tokenizer_text", None) or ())
+  if bad := [n for n in names if n not in corpora.TEXT_CORPORA]:
+    raise ValueError(f"config.data.tokenizer_text: unknown {bad}; known: {corpora.TEXT_CORPORA}")
+  out = {}
+  langs = dict.fromkeys(l for c, l in datasets(data_cfg) if c == "commonvoice")
+  for lang in langs:
+    for name in names:
+      path = tfds_builder.text_corpus_path(data_dir(data_cfg), lang, name)
+      if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+          out.setdefault(lang, []).extend(
+              t for t in (text_lib.normalize(line.strip(), lang) for line in f) if t)
+  return out
 
 
 def buckets(data_cfg: ml_collections.ConfigDict) -> list[tuple[int, int]]:

@@ -23,6 +23,14 @@ exception while preparing an item, MemoryError included, is counted as `error(<t
 - one clip listed in two splits (`also_in_<split>`): it is kept in the split that is scored
   (test before dev before train) and dropped from the other, so nothing trained on is
   tested on.
+
+A partial download (most listed clips absent) prepares what is there, every absent clip
+counted (`missing_audio`, and the report's `listing`); a split that lists clips and has none
+of them on disk fails the preparation (ValueError naming it), as a language with no usable
+clip does. Options that change what a split holds (`train_from_validated`) are written to
+`prepare_options.json`; a dataset prepared under other options is refused, not reused.
+Common Voice's text-only sentence files go to DATA_DIR/lm_text/<lang>.txt (validated) and
+DATA_DIR/lm_text_unvalidated/<lang>.txt, for `mlasr.lm --extra_text` and the tokenizer.
 """
 
 from __future__ import annotations
@@ -62,6 +70,9 @@ NAME = "mlasr_asr"
 VERSION = "1.0.0"
 INDEX_FILE = "mlasr_index.json"
 REPORT_FILE = "data_report.json"
+OPTIONS_FILE = "prepare_options.json"
+# Where prepare() writes Common Voice's text-only corpora, under DATA_DIR, as <lang>.txt.
+TEXT_DIRS = {"validated_sentences": "lm_text", "unvalidated_sentences": "lm_text_unvalidated"}
 
 
 def _spill_without_tensorflow() -> None:
@@ -239,9 +250,46 @@ def dataset_dir(data_dir: str, corpus: str, lang: str) -> str:
   return os.path.join(data_dir, NAME, f"{corpus}_{lang}", VERSION)
 
 
-def _load_utterances(root: str, corpus: str, lang: str,
-                     report: corpora.DataReport) -> dict[str, list[corpora.Utterance]]:
-  utts = corpora.read_corpus(root, corpus, langs=[lang], report=report)
+def text_corpus_path(data_dir: str, lang: str, name: str = "validated_sentences") -> str:
+  """Where prepare() wrote Common Voice's `name` sentences of `lang` (one per line)."""
+  return os.path.join(data_dir, TEXT_DIRS[name], f"{lang}.txt")
+
+
+def _write_text_corpora(root: str, data_dir: str, lang: str,
+                        report: corpora.DataReport) -> None:
+  for name in corpora.TEXT_CORPORA:
+    sentences = corpora.read_text_corpus(root, lang, name, report)
+    if not sentences:
+      continue
+    path = text_corpus_path(data_dir, lang, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+      f.write("".join(t + "\n" for t in sentences))
+    os.replace(tmp, path)
+
+
+def _options(corpus: str, train_from_validated: bool) -> dict:
+  return {"train_from_validated": bool(train_from_validated)} if corpus == "commonvoice" else {}
+
+
+def _check_options(out_dir: str, want: dict) -> None:
+  path = os.path.join(out_dir, OPTIONS_FILE)
+  have = {k: False for k in want}  # datasets prepared before options were written
+  if os.path.isfile(path):
+    with open(path, encoding="utf-8") as f:
+      have.update(json.load(f))
+  if have != want:
+    raise ValueError(
+        f"{out_dir} was prepared with {have}, this run asks for {want} (config.data."
+        f"{next(k for k in want if have.get(k) != want[k])}); its splits differ. Use another "
+        "--config.data.data_dir, or remove that folder to prepare it again.")
+
+
+def _load_utterances(root: str, corpus: str, lang: str, report: corpora.DataReport,
+                     train_from_validated: bool = False) -> dict[str, list[corpora.Utterance]]:
+  utts = corpora.read_corpus(root, corpus, langs=[lang], report=report,
+                             train_from_validated=train_from_validated)
   by_split = {s: [u for u in utts if u.split == s] for s in corpora.SPLITS}
   # A clip in two splits would be trained on and scored: it goes to one (see module doc).
   owner = {}
@@ -269,7 +317,8 @@ def _load_utterances(root: str, corpus: str, lang: str,
 
 
 def prepare(root: str, data_dir: str, corpus: str, lang: str, *, num_workers: int = 1,
-            normalize: Callable[[str, str], str] | None = None) -> str:
+            normalize: Callable[[str, str], str] | None = None,
+            train_from_validated: bool = False) -> str:
   """Builds the (corpus, lang) array_record dataset from corpus root `root`; idempotent.
 
   Splits: train, dev, test, plus train_10min / train_1h where ROOT/subsets/<corpus>/<lang>/
@@ -278,7 +327,9 @@ def prepare(root: str, data_dir: str, corpus: str, lang: str, *, num_workers: in
 
   Raises:
     FileNotFoundError: `root` has no folder for (corpus, lang); nothing is written then.
-    ValueError: no usable utterance at all (the report, written, says why).
+    ValueError: no usable utterance at all, or a split that lists clips has none of them on
+      disk (the report, written, says why); or the dataset exists, prepared with other
+      options.
 
   Args:
     root: corpus root as written by data_prep (or real downloads in the same layout).
@@ -287,6 +338,8 @@ def prepare(root: str, data_dir: str, corpus: str, lang: str, *, num_workers: in
     lang: language code (the directory name in the corpus).
     num_workers: threads decoding audio (mp3 decoding + resampling dominates).
     normalize: text normaliser; defaults to mlasr.data.text.normalize.
+    train_from_validated: Common Voice: train on validated.tsv minus the dev/test speakers
+      and sentences instead of train.tsv (config.data.train_from_validated).
 
   Returns:
     The dataset directory (also holding data_report.json and mlasr_index.json).
@@ -294,7 +347,9 @@ def prepare(root: str, data_dir: str, corpus: str, lang: str, *, num_workers: in
   out_dir = dataset_dir(data_dir, corpus, lang)
   report_path = os.path.join(out_dir, REPORT_FILE)
   info_path = os.path.join(out_dir, "dataset_info.json")
+  options = _options(corpus, train_from_validated)
   if os.path.isfile(os.path.join(out_dir, INDEX_FILE)):
+    _check_options(out_dir, options)
     log.info("%s/%s already prepared in %s", corpus, lang, out_dir)
     return out_dir
   corpora.check_root(root, corpus, lang)  # before anything is written under data_dir
@@ -304,11 +359,25 @@ def prepare(root: str, data_dir: str, corpus: str, lang: str, *, num_workers: in
     log.warning("%s: dataset without its %s (an earlier preparation stopped before writing "
                 "it); building it again", out_dir, REPORT_FILE)
     shutil.rmtree(out_dir)
+  if os.path.isdir(out_dir) and not os.path.isfile(info_path):
+    # Only the report of an attempt that failed (no usable clip, a lost split): TFDS would
+    # take the folder for a dataset and fail to read its info, so it goes before a rebuild.
+    for name in (REPORT_FILE, OPTIONS_FILE):
+      if os.path.isfile(os.path.join(out_dir, name)):
+        os.remove(os.path.join(out_dir, name))
+    try:
+      os.rmdir(out_dir)
+    except OSError:
+      pass
   if normalize is None:
     from mlasr.data import text as text_lib  # pylint: disable=g-import-not-at-top
     normalize = text_lib.normalize
+  if os.path.isfile(info_path) and os.path.isfile(os.path.join(out_dir, OPTIONS_FILE)):
+    _check_options(out_dir, options)  # built, index not yet written: same options only
   report = corpora.DataReport()
-  utterances = _load_utterances(root, corpus, lang, report)
+  utterances = _load_utterances(root, corpus, lang, report, train_from_validated)
+  if corpus == "commonvoice":
+    _write_text_corpora(root, data_dir, lang, report)
 
   def no_usable() -> ValueError:
     report.to_json(report_path)  # the root is right (checked above): say why, there
@@ -316,6 +385,14 @@ def prepare(root: str, data_dir: str, corpus: str, lang: str, *, num_workers: in
                       f"\n{report.summary()}")
   if not any(utterances.values()):
     raise no_usable()
+  if lost := report.lost_splits(corpus, lang):
+    report.to_json(report_path)
+    e = report.listing
+    raise ValueError(
+        f"{root}: {corpus}/{lang} lost whole splits, every clip they list is absent: "
+        + "; ".join(f"{s!r} ({e[(c, l, s)]['listed']} clips)" for c, l, s in lost)
+        + f". A partial download? Download those clips (report: {report_path}):\n"
+        f"{report.summary()}")
   builder = MlasrAsr(utterances=utterances, report=report, normalize=normalize,
                      num_workers=num_workers, config=tfds.core.BuilderConfig(
                          name=f"{corpus}_{lang}", description=f"{corpus} {lang}"),
@@ -329,6 +406,8 @@ def prepare(root: str, data_dir: str, corpus: str, lang: str, *, num_workers: in
       raise no_usable() from None
     finally:
       tfds.display_progress_bar(True)
+    with open(os.path.join(out_dir, OPTIONS_FILE), "w", encoding="utf-8") as f:
+      json.dump(options, f)  # before the report: a dataset with its report has its options
     report.to_json(report_path)
   else:
     report = corpora.DataReport.from_json(report_path)  # the build's, not the loader's alone
@@ -398,11 +477,15 @@ def main(argv: Sequence[str] | None = None) -> None:
   p.add_argument("data_dir")
   p.add_argument("datasets", nargs="+", help="corpus:lang, e.g. commonvoice:hi")
   p.add_argument("--num_workers", type=int, default=os.cpu_count() or 1)
+  p.add_argument("--train_from_validated", action="store_true",
+                 help="Common Voice: train on validated.tsv minus the dev/test speakers and "
+                 "sentences")
   args = p.parse_args(argv)
   logging.basicConfig(level=logging.INFO)
   for spec in args.datasets:
     corpus, lang = spec.split(":")
-    out = prepare(args.root, args.data_dir, corpus, lang, num_workers=args.num_workers)
+    out = prepare(args.root, args.data_dir, corpus, lang, num_workers=args.num_workers,
+                  train_from_validated=args.train_from_validated)
     print(f"{corpus}/{lang}: {out} (report: {os.path.join(out, REPORT_FILE)})")
 
 

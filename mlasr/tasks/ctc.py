@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from mlasr.evaluators import asr as evaluator  # the dev evaluation of this task
+
 BLANK_ID = 0
 
 
@@ -92,14 +94,9 @@ def model_kwargs(config, tokenizer) -> dict:
 
 
 def evaluate(eval_fn, eval_data, setup_out: dict) -> dict:
-  """Dev metrics: greedy-decode every utterance, per-language and macro CER/WER."""
-  from mlasr import evaluate as evaluate_lib  # pylint: disable=import-outside-toplevel
-  hyps = evaluate_lib.transcribe(eval_fn, eval_data, setup_out["tokenizer"])
-  scores = evaluate_lib.score(hyps, n_boot=0)
-  summary = {f"dev_cer/{k}": v["cer"]["rate"] for k, v in scores["languages"].items()}
-  summary["dev_cer/macro"] = scores["macro"]["cer"]["rate"]
-  summary["dev_wer/macro"] = scores["macro"]["wer"]["rate"]
-  return summary
+  """Dev metrics (mlasr.evaluators.asr): greedy-decode every utterance, per-language and
+  macro CER/WER."""
+  return evaluator.dev_metrics(eval_fn, eval_data, setup_out["tokenizer"])
 
 
 def loss_fn(model: nnx.Module, batch: dict, train: bool = True):

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from mlasr.evaluators import masked_prediction as evaluator  # the dev evaluation of this task
 from mlasr.targets import align
 from mlasr.targets import bestrq
 
@@ -110,17 +111,10 @@ def eval_step(model: nnx.Module, batch: dict):
 
 
 def evaluate(eval_fn, eval_data, setup_out: dict) -> dict:
-  """Dev loss and accuracies, averaged over batches weighted by the frames they score."""
+  """Dev loss and accuracies (mlasr.evaluators.masked_prediction), averaged over batches
+  weighted by the frames they score."""
   del setup_out
-  totals, weights = {}, {}
-  for batch in eval_data.batches():
-    metrics = jax.device_get(eval_fn(batch))
-    w_masked = float(metrics["num_masked"])
-    for key in ("loss", "loss_masked", "acc_masked", "pred_entropy", "target_entropy"):
-      if key in metrics:
-        totals[key] = totals.get(key, 0.0) + float(metrics[key]) * w_masked
-        weights[key] = weights.get(key, 0.0) + w_masked
-  return {f"dev/{k}": totals[k] / max(weights[k], 1.0) for k in totals}
+  return evaluator.dev_metrics(eval_fn, eval_data)
 
 
 def loss_fn(model: nnx.Module, batch: dict, train: bool = True):
