@@ -142,6 +142,29 @@ def test_validated_is_ignored_by_default_with_a_note(tmp_path):
   assert "lost_split" in {w["reason"] for w in report.warnings}
 
 
+def test_release_without_train_tsv(tmp_path):
+  root = str(tmp_path)
+  d, _ = _release(root)
+  os.remove(os.path.join(d, "train.tsv"))
+  report = corpora.DataReport()
+  utts = corpora.read_commonvoice(root, report=report, train_from_validated=True)
+  assert sorted(u.utt_id for u in utts if u.split == "train") == ["a", "b", "h"]
+  assert report.skip_counts("commonvoice", "tw", "train").get("missing_tsv") is None
+  report = corpora.DataReport()
+  assert not [u for u in corpora.read_commonvoice(root, report=report) if u.split == "train"]
+  assert report.skip_counts("commonvoice", "tw", "train") == {"missing_tsv": 1}
+  assert "validated_unused" in {w["reason"] for w in report.warnings}  # all there is
+  # Only validated.tsv: a language without split TSVs, unless the option reads it.
+  for split in ("dev", "test"):
+    os.remove(os.path.join(d, f"{split}.tsv"))
+  report = corpora.DataReport()
+  assert corpora.read_commonvoice(root, report=report) == []
+  assert report.skip_counts("commonvoice", "tw") == {"no_split_tsvs": 1}
+  assert "validated_only" in {w["reason"] for w in report.warnings}
+  utts = corpora.read_commonvoice(root, train_from_validated=True)
+  assert sorted(u.utt_id for u in utts) == ["a", "b", "c", "d", "dev0", "e", "h", "test0"]
+
+
 def test_prepare_with_train_from_validated_and_text_corpora(tmp_path):
   root = str(tmp_path)
   _, seconds = _release(root)
