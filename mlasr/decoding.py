@@ -307,8 +307,15 @@ class LanguageIdentifier:
     self.id_strings, self.char_lms, self.lm_weight = id_strings, char_lms, lm_weight
 
   @classmethod
-  def from_lm_dir(cls, tokenizer, langs: Sequence[str], lm_dir: str, lm_weight: float = 1.0):
-    """The character LMs of `python -m mlasr.lm` (<lm_dir>/<lang>/char.arpa)."""
+  def for_model(cls, model, tokenizer, langs: Sequence[str], lm_dir: str,
+                lm_weight: float = 1.0):
+    """The identifier of a CTC model (mlasr.models.ctc) with the character LMs of
+    `python -m mlasr.lm` (<lm_dir>/<lang>/char.arpa)."""
+    if any(getattr(model, part, None) is not None for part in ("adapters", "heads",
+                                                                "output_mask")):
+      raise ValueError("This model's posteriors depend on the language (adapters, per-language "
+                       "heads or output masks), so they cannot identify it: use a trained LID "
+                       "run (--lid_workdir, experiments/lid.py)")
     missing = [l for l in langs if not os.path.exists(os.path.join(lm_dir, l, "char.arpa"))]
     if missing:
       raise FileNotFoundError(f"Language identification needs a character LM per language; "

@@ -296,7 +296,7 @@ def tune(workdir: str, lm_dir: str, beam: int = 16, split: str = "dev",
     json.dump(tuned, fh, indent=1)
   from mlasr import decoding  # pylint: disable=import-outside-toplevel
   langs = list(inputs.languages(config.data))
-  lid = tune_lid(utts, decoding.LanguageIdentifier.from_lm_dir(tokenizer, langs, lm_dir),
+  lid = tune_lid(utts, decoding.LanguageIdentifier.for_model(model, tokenizer, langs, lm_dir),
                  split=split)
   with open(os.path.join(lm_dir, LID_FILE), "w", encoding="utf-8") as fh:
     json.dump(lid, fh, indent=1)

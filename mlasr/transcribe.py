@@ -15,7 +15,11 @@ segments, never a whole recording.
 Segments are at most as long as the longest clip the run trained on (its largest length
 bucket), batched across files in the run's bucket shapes (so the jitted model compiles once
 per bucket), and decoded with greedy, prefix beam search or beam search with the run's
-n-gram LM (`python -m mlasr.lm`, weights tuned on dev) and hotwords. Word times and
+n-gram LM (`python -m mlasr.lm`, weights tuned on dev) and hotwords, over the outputs of the
+segment's language only (`--norestrict_output` lets a multilingual head emit any script).
+`--lang auto` identifies the language of each segment: from the model's own posteriors and
+the run's character LMs (decoding.LanguageIdentifier), or with a trained LID run
+(`--lid_workdir`). Word times and
 confidences come from a CTC forced alignment of each segment's hypothesis
 (mlasr/alignment.py).
 
@@ -82,6 +86,7 @@ class Options:
   merge_gap: float = 1.0
   min_seconds: float = 0.2         # shorter files are "too short"
   backend: str = "auto"            # audio reader: auto | soundfile | ffmpeg
+  restrict_output: bool = True     # decode over the segment's language's outputs only
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -240,8 +245,18 @@ class Transcriber:
       self.lang = evaluate.load_adapter(model, adapter, lang if lang not in ("", "auto") else None)
     if self.lang not in ("", "auto") and self.lang not in self.langs:
       raise ValueError(f"--lang={self.lang!r}: the model has {self.langs}")
-    self.choose = (evaluate.language_chooser("auto", self.langs, lid_workdir)
-                   if self.lang == "auto" else None)
+    self.lm_dir = options.lm_dir or os.path.join(workdir, "lm")
+    self.choose = self._identifier = None
+    if self.lang == "auto" and lid_workdir:
+      self.choose = evaluate.language_chooser("auto", self.langs, lid_workdir)
+    # Without an LID run, `--lang auto` (or a manifest's "auto") identifies each segment's
+    # language from the posteriors; built on first use, with the run's char LMs.
+    self._make_identifier = lambda: decoding.LanguageIdentifier.for_model(
+        model, self.tokenizer, self.langs, self.lm_dir, lm_lib.lid_lm_weight(self.lm_dir))
+    if self.lang == "auto" and not lid_workdir:
+      self._identifier = self._make_identifier()
+    self.masks = (dict(zip(self.langs, self.tokenizer.output_mask(self.langs)))
+                  if options.restrict_output else {})
     self.encoder = model.encoder
     self.log_probs = evaluate.jitted_log_probs(self.config, model)
     # The run's batch shapes; the longest is the longest clip the model trained on (the CTC
@@ -250,7 +265,6 @@ class Transcriber:
     longest = self.buckets[-1][1] / SAMPLE_RATE
     self.max_seconds = min(options.max_seconds or longest, longest)
     self.settings, self.scorers = {}, {}
-    self.lm_dir = options.lm_dir or os.path.join(workdir, "lm")
     if options.decoder == "beam_lm":
       if options.lm_weight is None and options.word_bonus is None:
         self.settings = evaluate.tuned_lm_settings(self.lm_dir, options.lm_kind)
@@ -356,8 +370,14 @@ class Transcriber:
     out = []
     for r, seg in enumerate(segments):
       lp = np.asarray(log_probs[r][np.asarray(frame_mask[r]) > 0], np.float64)
-      out.append(self._decode(seg, lp, langs[r]))
+      lang = langs[r] or self._identify(lp)
+      out.append(self._decode(seg, self._decoding.restrict(lp, self.masks.get(lang)), lang))
     return out
+
+  def _identify(self, log_probs: np.ndarray) -> str:
+    if self._identifier is None:
+      self._identifier = self._make_identifier()
+    return self.langs[self._identifier(log_probs)] if len(log_probs) else self.langs[0]
 
   def _decode(self, seg: _Segment, log_probs: np.ndarray, lang: str) -> dict:
     """Hypothesis, aligned words and confidence of one segment from its log-posteriors."""
@@ -367,9 +387,7 @@ class Transcriber:
       return dict(start=round(seg.start, 3), end=round(seg.end, 3), lang=lang, text="",
                   confidence=None, words=[])
     if opts.decoder == "greedy":
-      best = log_probs.argmax(-1)
-      keep = (best != decoding.BLANK_ID) & (best != np.concatenate([[-1], best[:-1]]))
-      tokens = best[keep].tolist()
+      tokens, _ = decoding.best_path(log_probs)
       text = " ".join(self.tokenizer.decode(tokens, lang).split())
     else:
       scorer = None
@@ -547,7 +565,8 @@ def main(argv):
                     lm_weight=f.lm_weight, word_bonus=f.word_bonus, hotwords=hotwords,
                     hotword_weight=f.hotword_weight, vad=f.vad, channel=f.channel,
                     max_seconds=f.max_seconds, merge_gap=f.merge_gap,
-                    min_seconds=f.min_seconds, backend=f.backend)
+                    min_seconds=f.min_seconds, backend=f.backend,
+                    restrict_output=f.restrict_output)
   loaded = time.perf_counter()
   transcriber = Transcriber(f.workdir, f.lang, f.adapter, f.lid_workdir, f.step, options)
   loaded = time.perf_counter() - loaded
@@ -569,9 +588,12 @@ def define_flags() -> None:
   flags.DEFINE_string("workdir", None, "Training workdir of a CTC run.")
   flags.DEFINE_string("manifest", "", "A .tsv (path[, lang]) or .jsonl manifest of inputs.")
   flags.DEFINE_string("lang", "", "Language of every input without one: a code of the model, "
-                      "or 'auto' (an LID run picks it per segment; needs --lid_workdir).")
+                      "or 'auto' (identified per segment: from the model's posteriors and the "
+                      "run's char LMs, or by --lid_workdir).")
   flags.DEFINE_string("adapter", "", "An exported language adapter (.safetensors) to load.")
-  flags.DEFINE_string("lid_workdir", "", "Trained LID run (experiments/lid.py) for --lang auto.")
+  flags.DEFINE_string("lid_workdir", "", "Trained LID run (experiments/lid.py) for --lang auto "
+                      "(default: the CTC model's own posteriors and char LMs).")
+  flags.DEFINE_bool("restrict_output", True, "Decode over the language's own outputs only.")
   flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
   flags.DEFINE_string("output_dir", "", "Write one file per input and format here.")
   flags.DEFINE_string("formats", "txt,json", f"Comma-separated, from {','.join(FORMATS)}.")

@@ -465,11 +465,18 @@ def test_cli_end_to_end(tiny_run, encoded, tmp_path):
 
 
 def _greedy_matches_the_evaluation_path(workdir, path, result):
-  """Each segment's text equals the on-device greedy decode (tasks.ctc.predict, as
-  mlasr.evaluate runs it) of the same span of the file, decoded whole by load_audio."""
+  """Each segment's text equals the on-device greedy decode (tasks.ctc.greedy_decode) of the
+  same span of the file, decoded whole by load_audio, over English's outputs only."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from mlasr import evaluate  # pylint: disable=import-outside-toplevel
+  from mlasr.tasks import ctc  # pylint: disable=import-outside-toplevel
   config, tokenizer, model, _ = evaluate.restore_model(workdir)
-  predict = evaluate.jitted_predict(config, model)
+  log_probs = evaluate.jitted_log_probs(config, model)
+  allowed = tokenizer.output_mask(["en"])[0]
+
+  def predict(batch):
+    lp, frame_mask = log_probs(batch)
+    return ctc.greedy_decode(jnp.where(jnp.asarray(allowed), lp, -jnp.inf), frame_mask)
   wav = audio.load_audio(str(path))
   segs = result["segments"]
   n = int(4.0 * SR)  # the run's longest bucket
@@ -484,3 +491,27 @@ def _greedy_matches_the_evaluation_path(workdir, path, result):
   for r, s in enumerate(segs):
     ref = " ".join(tokenizer.decode(np.asarray(tokens[r, :lengths[r]]).tolist(), "en").split())
     assert s["text"] == ref
+
+
+@needs_alsa
+def test_auto_language_from_the_posteriors_and_char_lms(tiny_run, tmp_path):
+  """--lang auto without an LID run: each segment gets the language LanguageIdentifier picks
+  from its posteriors, and its text only that language's characters."""
+  from mlasr import decoding, lm  # pylint: disable=import-outside-toplevel
+  from mlasr.data import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
+  lm_dir = str(tmp_path / "lm")
+  lm.build_lms({"en": ["front center left right rear side"] * 3, "ru": ["привет мир"] * 3},
+               lm_dir, char_order=3, word_order=2)
+  t = transcribe.Transcriber(tiny_run, lang="auto", options=transcribe.Options(
+      vad="energy", lm_dir=lm_dir))
+  assert t._identifier is not None and t.choose is None  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match="cannot identify it"):
+    decoding.LanguageIdentifier.for_model(type("M", (), {"heads": object()})(), t.tokenizer,
+                                          ["en", "ru"], lm_dir)
+  results = []
+  t.run([transcribe.Item(VOICES[0], name="v")], progress=False, echo=results.append)
+  segs = [s for r in results for s in r["segments"]]
+  assert segs and {s["lang"] for s in segs} <= {"en", "ru"}
+  for s in segs:
+    chars = set(t.tokenizer.lang_chars[s["lang"]]) | {" ", tokenizer_lib.UNK_SURFACE}
+    assert set(s["text"]) <= chars
