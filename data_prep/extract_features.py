@@ -82,37 +82,21 @@ def selected(utt_id: str, fraction: float, seed: int) -> bool:
   return int.from_bytes(h[:8], "little") / 2.0**64 < fraction
 
 
-def load_encoder(workdir: str, step: int | None = None):
-  """The trained `hubert.Encoder` of a workdir (CTC or pretraining).
+def load_encoder(workdir: str, step: int | None = None, checkpoint: str = "latest"):
+  """The trained `hubert.Encoder` of a workdir (CTC, LID or pretraining run).
 
-  CTC workdirs (with a tokenizer) go through mlasr.evaluate.restore_model. Otherwise the
-  encoder is built from config.model.encoder and its parameters are restored from the
-  checkpoint subtree params/encoder (what a model with an `.encoder` attribute saves).
+  Built from config.model.encoder; its parameters are the `encoder` subtree of the run's
+  checkpoint (mlasr.checkpoint.read_params: `latest` or `best`; what every model with an
+  `.encoder` attribute saves). Nothing is written into the workdir.
   """
   from flax import nnx  # pylint: disable=import-outside-toplevel
   from mlasr import checkpoint as ckpt_lib, config_lib  # pylint: disable=import-outside-toplevel
   from mlasr.models import ctc, hubert  # pylint: disable=import-outside-toplevel
 
   config = config_lib.load_config(workdir)
-  if os.path.isfile(os.path.join(workdir, "tokenizer", "tokenizer.json")):
-    from mlasr import evaluate  # pylint: disable=import-outside-toplevel
-    return evaluate.restore_model(workdir, step)[2].encoder
   encoder = hubert.Encoder(ctc.encoder_config(config.model), rngs=nnx.Rngs(params=0, dropout=0))
-  checkpointer = ckpt_lib.Checkpointer(workdir)
-  step = checkpointer.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f"No checkpoint in {checkpointer.directory}; train first.")
-  params = nnx.to_pure_dict(nnx.state(encoder, nnx.Param))
-  target = dict(params=dict(encoder=params))
-  restored = checkpointer.manager.restore(step, args=ckpt_lib.ocp.args.Composite(
-      state=ckpt_lib.ocp.args.PyTreeRestore(
-          item=ckpt_lib.abstract_like(target),
-          restore_args=jax.tree.map(lambda _: ckpt_lib.ocp.RestoreArgs(), target),
-          partial_restore=True)))
-  state = nnx.state(encoder, nnx.Param)
-  nnx.replace_by_pure_dict(state, restored["state"]["params"]["encoder"])
-  nnx.update(encoder, state)
-  checkpointer.close()
+  ckpt_lib.assign_params(encoder, ckpt_lib.read_params(workdir, step, which=checkpoint,
+                                                       subtree="encoder"))
   return encoder
 
 

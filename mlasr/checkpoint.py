@@ -1,4 +1,9 @@
-"""Orbax checkpoints of the whole training state.
+"""Orbax checkpoints: the one place that writes and reads them.
+
+    ckpt = Checkpointer(workdir)                               # mlasr.train
+    ckpt.save(step, train_state(model, optimizer), data_state, meta)
+    load_train_state(model, optimizer, ckpt.restore(step, abstract_like(...))[0])
+    params = read_params(workdir, which="best", subtree="encoder")   # everything else
 
 A checkpoint holds the model parameters, the optimizer state (which includes the step), the
 data-iterator state and a small JSON of metadata. Dropout randomness is derived from
@@ -8,7 +13,12 @@ Saves are asynchronous (training continues while the arrays are written) and ato
 writes into `<step>.orbax-checkpoint-tmp-*` and renames when complete, so a process killed
 mid-save leaves the previous checkpoint as the latest one (tests/test_checkpoint.py kills one).
 `<workdir>/checkpoints` keeps the last `max_to_keep`; `<workdir>/best` keeps the parameters
-with the best dev metric.
+with the best dev metric (the task's BEST_METRIC), written at every dev evaluation.
+
+Reading parameters (`read_params`: evaluation, export, surgery, feature extraction) needs
+neither the model nor the optimizer that wrote them, creates no folder, and takes `latest`
+(`<workdir>/checkpoints`, the newest or a given step) or `best` (`<workdir>/best`), the whole
+parameter tree or one subtree of it (e.g. "encoder").
 
 PRNG implementation (config.prng_impl, jax_default_prng_impl): a threefry key is 2 uint32
 words and an rbg/unsafe_rbg key 4, and the same (seed, step) gives different dropout masks
@@ -22,8 +32,13 @@ from __future__ import annotations
 
 import os
 
+from absl import logging
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from flax import nnx
+
+CHECKPOINTS = ("latest", "best")  # what read_params and `evaluate --checkpoint` accept
 
 # config.prng_impl name -> jax_default_prng_impl value.
 PRNG_IMPLS = {"threefry": "threefry2x32", "rbg": "rbg", "unsafe_rbg": "unsafe_rbg"}
@@ -120,13 +135,88 @@ class Checkpointer:
     self.best.close()
 
 
-def latest_step(workdir: str) -> int | None:
-  """The newest finished checkpoint step of a run, without creating any folders."""
-  directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+def train_state(model, optimizer) -> dict:
+  """What a checkpoint holds of the model/optimizer: plain nested dicts of arrays."""
+  return dict(params=nnx.to_pure_dict(nnx.state(model, nnx.Param)),
+              opt=nnx.to_pure_dict(nnx.state(optimizer)))
+
+
+def assign_params(model: nnx.Module, params) -> None:
+  """Sets `model`'s parameters (in place) from a nested dict shaped like its own."""
+  state = nnx.state(model, nnx.Param)
+  nnx.replace_by_pure_dict(state, params)
+  nnx.update(model, state)
+
+
+def load_train_state(model, optimizer, state: dict) -> None:
+  """Inverse of `train_state`: parameters and optimizer state back into model/optimizer."""
+  assign_params(model, state["params"])
+  opt = nnx.state(optimizer)
+  nnx.replace_by_pure_dict(opt, state["opt"])
+  nnx.update(optimizer, opt)
+
+
+def checkpoint_dir(workdir: str, which: str = "latest") -> str:
+  """<workdir>/checkpoints (which="latest") or <workdir>/best (which="best")."""
+  if which not in CHECKPOINTS:
+    raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {which!r}")
+  return os.path.join(os.path.abspath(os.path.expanduser(workdir)),
+                      "checkpoints" if which == "latest" else "best")
+
+
+def latest_step(workdir: str, which: str = "latest") -> int | None:
+  """The newest finished step of a run's checkpoints (or of its best/, which holds one),
+  without creating any folders."""
+  directory = checkpoint_dir(workdir, which)
   if not os.path.isdir(directory):
     return None
   with ocp.CheckpointManager(directory) as manager:
     return manager.latest_step()
+
+
+def read_params(workdir: str, step: int | None = None, *, which: str = "latest",
+                subtree: str | None = None) -> dict:
+  """The parameters of a training run's checkpoint, as nested dicts of numpy arrays.
+
+  which: "latest" reads `<workdir>/checkpoints/<step>/state` (written by `Checkpointer.save`;
+    the newest step unless `step` is given) without the optimizer state; "best" reads
+    `<workdir>/best/<step>/params` (`Checkpointer.save_best`: the parameters of the best dev
+    metric so far).
+  subtree: a top-level parameter name (e.g. "encoder"): only that subtree is read and returned.
+  Raises FileNotFoundError (creating nothing) when the run has no such checkpoint.
+  """
+  directory = checkpoint_dir(workdir, which)
+  if not os.path.isdir(directory):
+    if which == "best":
+      raise FileNotFoundError(f"no best checkpoint in {directory} (written at dev evaluations); "
+                              "read the latest one instead")
+    raise FileNotFoundError(f"no checkpoints in {directory}; is {workdir!r} a training workdir?")
+  item = "state" if which == "latest" else "params"
+  handlers = (dict(state=ocp.PyTreeCheckpointHandler(), data=ocp.JsonCheckpointHandler(),
+                   meta=ocp.JsonCheckpointHandler()) if which == "latest"
+              else dict(params=ocp.PyTreeCheckpointHandler()))
+  with ocp.CheckpointManager(directory, item_handlers=handlers) as manager:
+    step = manager.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no finished checkpoint step in {directory}")
+    meta = manager.item_metadata(step)[item]
+    tree = getattr(meta, "tree", meta)
+    params_meta = tree["params"] if which == "latest" else tree
+    if subtree is not None:
+      if subtree not in params_meta:
+        raise ValueError(f"checkpoint {step} in {directory} has no {subtree!r} parameters; "
+                         f"top-level: {sorted(params_meta)}")
+      params_meta = {subtree: params_meta[subtree]}
+    target = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), params_meta)
+    if which == "latest":
+      target = dict(params=target)
+    restored = manager.restore(step, args=ocp.args.Composite(**{item: ocp.args.PyTreeRestore(
+        item=target,
+        restore_args=jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target),
+        partial_restore=True)}))[item]
+  logging.info("Read the parameters of step %d from %s", step, directory)
+  params = restored["params"] if which == "latest" else restored
+  return params[subtree] if subtree is not None else params
 
 
 def abstract_like(tree):

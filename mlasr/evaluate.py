@@ -5,7 +5,8 @@ r"""Scores a trained model on every language of a split, or on any other test se
       --sources commonvoice:en,commonvoice:ru --split test,dev
   python -m mlasr.evaluate --workdir RUN --manifest colleague_test.tsv
 
-Reads the config saved in the workdir, restores the latest checkpoint, decodes every utterance
+Reads the config saved in the workdir, restores the latest checkpoint (`--checkpoint best`: the
+parameters of the best dev metric, reported in eval_<split>_best/), decodes every utterance
 of the split (greedy CTC), and writes `<workdir>/eval_<split>/`: results.json, results.md
 (per-language CER/WER with 95% bootstrap CIs, S/D/I counts, macro average, and the same table
 per speaker group, e.g. seen/unseen voices), cer_by_lang.png, NIST trn files for sclite,
@@ -227,10 +228,12 @@ def with_data(config, data_cfg):
   return out
 
 
-def restore_model(workdir: str, step: int | None = None):
+def restore_model(workdir: str, step: int | None = None, checkpoint: str = "latest"):
   """(config, tokenizer, model, step) with the parameters of a checkpoint in `workdir`.
 
-  The tokenizer is None for tasks without one (lid).
+  checkpoint: "latest" (<workdir>/checkpoints: the newest, or `step`) or "best"
+  (<workdir>/best: the parameters of the best dev metric). The tokenizer is None for tasks
+  without one (lid).
   """
   config = config_lib.load_config(workdir)
   task = importlib.import_module(f"mlasr.tasks.{config.task}")
@@ -239,10 +242,11 @@ def restore_model(workdir: str, step: int | None = None):
   model = model_lib.build(config, targets["num_outputs"], nnx.Rngs(params=0, dropout=0),
                           **targets.get("model_kwargs", {}))
   tokenizer = targets["tokenizer"]
-  step = ckpt_lib.latest_step(workdir) if step is None else step
+  step = ckpt_lib.latest_step(workdir, checkpoint) if step is None else step
   if step is None:
-    raise FileNotFoundError(f"No checkpoint in {workdir}/checkpoints; train first.")
-  surgery.assign_params(model, surgery.read_params(workdir, step))
+    raise FileNotFoundError(f"No checkpoint in {ckpt_lib.checkpoint_dir(workdir, checkpoint)}; "
+                            "train first.")
+  ckpt_lib.assign_params(model, ckpt_lib.read_params(workdir, step, which=checkpoint))
   return config, tokenizer, model, step
 
 
@@ -276,7 +280,7 @@ def load_adapter(model, path: str, lang: str | None = None) -> str:
       return new
     return jax.device_put(new, old.sharding) if old.committed else jnp.asarray(new)
   flat = {k: like(v, current[k]) for k, v in flat.items()}
-  surgery.assign_params(model, surgery.unflatten_like(
+  ckpt_lib.assign_params(model, surgery.unflatten_like(
       nnx.to_pure_dict(nnx.state(model, nnx.Param)), flat))
   return lang
 
@@ -306,12 +310,14 @@ def run(workdir: str, split: str, n_boot: int = 1000, step: int | None = None,
         decoder: str = "greedy", lm_kind: str = "char", lm_dir: str = "", beam: int = 16,
         lm_weight: float | None = None, word_bonus: float | None = None,
         hotwords: tuple[str, ...] = (), hotword_weight: float = 0.0, data_root: str = "",
-        sources: tuple[str, ...] = (), manifest: str = "") -> dict:
+        sources: tuple[str, ...] = (), manifest: str = "", checkpoint: str = "latest") -> dict:
   """Scores `workdir` on `split` and writes the report to <workdir>/eval_<split>[_<mode>]/.
 
   split: one split or several, comma-separated (scored as one set).
   data_root, sources, manifest: another test set (module docstring); its report goes to
     <workdir>/eval_on_<name>[_<mode>]/ and results.json's meta says what it was.
+  checkpoint: "latest" (or `step`) or "best" (the parameters of the best dev metric; the
+    report then goes to eval_<split>_best/ or eval_on_<name>_best/).
 
   adapter_lang: '' uses each utterance's true language (oracle); a code forces that
   language's adapter/head on every utterance; 'auto' picks it per utterance with the LID
@@ -323,12 +329,12 @@ def run(workdir: str, split: str, n_boot: int = 1000, step: int | None = None,
   """
   if decoder not in ("greedy", "beam", "beam_lm"):
     raise ValueError(f"--decoder={decoder!r}; use greedy, beam or beam_lm")
-  config, tokenizer, model, step = restore_model(workdir, step)
+  config, tokenizer, model, step = restore_model(workdir, step, checkpoint)
   # Results go in the run folder: fail now, not after decoding the whole split.
   config_lib.ensure_writable_dir(workdir, "--workdir")
   tset = test_set(config, workdir, split, data_root, tuple(sources), manifest, tokenizer)
   if config.task == "lid":
-    return run_lid(config, model, workdir, split, step, tset)
+    return run_lid(config, model, workdir, split, step, tset, checkpoint)
   loaded = load_adapter(model, adapter_file) if adapter_file else None
   choose = language_chooser(adapter_lang, getattr(model, "langs", ()), lid_workdir)
   predict = jitted_predict(config, model)
@@ -366,7 +372,7 @@ def run(workdir: str, split: str, n_boot: int = 1000, step: int | None = None,
               adapter_file=adapter_file, adapter_file_lang=loaded,
               lid_workdir=os.path.abspath(lid_workdir) if lid_workdir else "",
               decoder=decoder, lm_kind=lm_kind if decoder == "beam_lm" else "", beam=beam,
-              hotwords=list(hotwords))
+              hotwords=list(hotwords), checkpoint=checkpoint)
   meta.update(tset.meta)  # what was scored: the test set's sources, root or manifest
   results = score(utts, n_boot, meta)
   # Characters the tokenizer maps to <unk> can never be output: each is an error the model
@@ -391,6 +397,7 @@ def run(workdir: str, split: str, n_boot: int = 1000, step: int | None = None,
   suffix = f"_{adapter_lang}" if adapter_lang else ""
   if decoder != "greedy":
     suffix += f"_{decoder}" + (f"_{lm_kind}" if decoder == "beam_lm" else "")
+  suffix += "_best" if checkpoint == "best" else ""
   out_dir = os.path.join(workdir, f"eval_on_{tset.name}{suffix}" if tset.name
                          else f"eval_{split}{suffix}")
   paths = report.write_report(results, out_dir, utts)
@@ -404,19 +411,21 @@ def run(workdir: str, split: str, n_boot: int = 1000, step: int | None = None,
 
 
 def run_lid(config, model, workdir: str, split: str, step: int,
-            tset: TestSet | None = None) -> dict:
+            tset: TestSet | None = None, checkpoint: str = "latest") -> dict:
   """LID accuracy and confusion matrix -> <workdir>/eval_<split>/lid.json and lid.md
   (eval_on_<name>/ for another test set)."""
   tset = tset or test_set(config, workdir, split)
   true, pred, speakers = lid.classify(jitted_predict(config, model), tset.data)
   langs = list(model.langs)
-  result = dict(lid.scores(true, pred, langs), split=split, step=step,
+  result = dict(lid.scores(true, pred, langs), split=split, step=step, checkpoint=checkpoint,
                 workdir=os.path.abspath(workdir), **tset.meta)
   groups = tset.groups
   utt_groups = np.array([groups.get(s, "") for s in speakers], dtype=object)
   result["by_group"] = {g: lid.scores(true[utt_groups == g], pred[utt_groups == g], langs)
                         for g in sorted(set(utt_groups) - {""})}
-  out_dir = os.path.join(workdir, f"eval_on_{tset.name}" if tset.name else f"eval_{split}")
+  suffix = "_best" if checkpoint == "best" else ""
+  out_dir = os.path.join(workdir, f"eval_on_{tset.name}{suffix}" if tset.name
+                         else f"eval_{split}{suffix}")
   lid.write(result, out_dir)
   config_lib.save_config(config, out_dir)
   print(lid.confusion_markdown(result))
@@ -433,7 +442,7 @@ def main(argv):
       hotwords += tuple(l.strip() for l in fh if l.strip())
   run(f.workdir, f.split, f.n_boot, f.step, f.adapter_lang, f.adapter_file, f.lid_workdir,
       f.decoder, f.lm_kind, f.lm_dir, f.beam, f.lm_weight, f.word_bonus, hotwords,
-      f.hotword_weight, f.data_root, tuple(f.sources or ()), f.manifest)
+      f.hotword_weight, f.data_root, tuple(f.sources or ()), f.manifest, f.checkpoint)
 
 
 if __name__ == "__main__":
@@ -448,7 +457,10 @@ if __name__ == "__main__":
   flags.DEFINE_string("manifest", "", "Score a TSV/JSONL manifest (path, text, lang, optional "
                       "speaker and any attribute columns) instead of a corpus.")
   flags.DEFINE_integer("n_boot", 1000, "Bootstrap resamples for the confidence intervals.")
-  flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
+  flags.DEFINE_enum("checkpoint", "latest", list(ckpt_lib.CHECKPOINTS),
+                    "latest: <workdir>/checkpoints (the newest, or --step); best: <workdir>/best, "
+                    "the parameters of the best dev metric (the task's BEST_METRIC).")
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest of --checkpoint).")
   flags.DEFINE_string("adapter_lang", "", "Per-language adapters/heads: '' = each utterance's "
                       "true language, a code = that language for all, 'auto' = LID picks.")
   flags.DEFINE_string("adapter_file", "", "Load this exported adapter (.safetensors) first.")

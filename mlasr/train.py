@@ -40,21 +40,6 @@ flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initia
                   "(also MLASR_DISTRIBUTED=1; see mlasr/sharding.py and docs/scaling.md).")
 
 
-def train_state(model, optimizer) -> dict:
-  """What a checkpoint holds of the model/optimizer: plain nested dicts of arrays."""
-  return dict(params=nnx.to_pure_dict(nnx.state(model, nnx.Param)),
-              opt=nnx.to_pure_dict(nnx.state(optimizer)))
-
-
-def load_train_state(model, optimizer, state: dict):
-  params = nnx.state(model, nnx.Param)
-  nnx.replace_by_pure_dict(params, state["params"])
-  nnx.update(model, params)
-  opt = nnx.state(optimizer)
-  nnx.replace_by_pure_dict(opt, state["opt"])
-  nnx.update(optimizer, opt)
-
-
 def average_metrics(metrics: list[dict]) -> dict:
   """Means of per-step scalar metrics; counts (num_*) are summed, counters keep the last."""
   out = {}
@@ -190,8 +175,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
   if (latest := checkpointer.latest_step()) is not None:
     model, optimizer = nnx.merge(graphdef, state)
     saved, data_state, meta = checkpointer.restore(
-        latest, ckpt_lib.abstract_like(train_state(model, optimizer)))
-    load_train_state(model, optimizer, saved)
+        latest, ckpt_lib.abstract_like(ckpt_lib.train_state(model, optimizer)))
+    ckpt_lib.load_train_state(model, optimizer, saved)
     train_iter.set_state(data_state)
     start_step = int(meta["step"])
     graphdef, state = nnx.split((model, optimizer))
@@ -200,7 +185,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
     # Surgery: a pretrained encoder into this model (heads dropped / freshly initialised),
     # or (init_scope="all") every parameter the checkpoint has, e.g. to add a language.
     model, optimizer = nnx.merge(graphdef, state)
-    params = surgery.read_params(config.init_from)
+    params = ckpt_lib.read_params(config.init_from)
     report = (surgery.load_matching(model, params) if config.get("init_scope") == "all"
               else surgery.load_pretrained_encoder(model, params))
     writer.write_json("init_from.json", dict(init_from=config.init_from, **vars(report)))
@@ -221,7 +206,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
 
   def save(step):
     model, optimizer = nnx.merge(graphdef, state)
-    checkpointer.save(step, train_state(model, optimizer), train_iter.get_state(),
+    checkpointer.save(step, ckpt_lib.train_state(model, optimizer), train_iter.get_state(),
                       dict(step=step, config=config.to_json_best_effort()))
 
   # ---------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 
+from mlasr import checkpoint as ckpt_lib
 from mlasr import config_lib
 from mlasr.data import inputs
 from mlasr.models import surgery
@@ -136,11 +137,11 @@ def test_sigterm_then_sigkill_then_resume_is_bit_identical(small_corpus, tmp_pat
   assert _logged_step(run.log(), r"Resumed from .* at step (\d+)") == resume_from
   assert run.latest_checkpoint() == STEPS
 
-  expected = surgery.flatten(surgery.read_params(str(tmp_path / "straight")))
-  actual = surgery.flatten(surgery.read_params(str(work)))
+  expected = surgery.flatten(ckpt_lib.read_params(str(tmp_path / "straight")))
+  actual = surgery.flatten(ckpt_lib.read_params(str(work)))
   assert expected.keys() == actual.keys() and expected
   for key, value in expected.items():
     np.testing.assert_array_equal(actual[key], value, err_msg=key)
   # Not vacuous: training moved the parameters between the first resume and the end.
-  initial = surgery.flatten(surgery.read_params(str(work), step=resume_from))
+  initial = surgery.flatten(ckpt_lib.read_params(str(work), step=resume_from))
   assert any(not np.array_equal(initial[k], actual[k]) for k in actual)

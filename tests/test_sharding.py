@@ -180,7 +180,7 @@ def _resume_into_other_meshes(trained: dict, batch: dict, directory: str) -> dic
   out = {}
   for name, (source, target) in RESUMES.items():
     # Save the source run's full train state (params + AdamW moments + counters).
-    saved = train.train_state(*nnx.merge(*trained[source][:2]))
+    saved = ckpt_lib.train_state(*nnx.merge(*trained[source][:2]))
     saved_np = jax.tree.map(np.asarray, saved)
     ckpt = ckpt_lib.Checkpointer(os.path.join(directory, name))
     ckpt.save(NUM_STEPS, saved, {"position": NUM_STEPS}, {"step": NUM_STEPS})
@@ -191,7 +191,7 @@ def _resume_into_other_meshes(trained: dict, batch: dict, directory: str) -> dic
     mesh = jax.tree.leaves(ref_shardings)[0].mesh
     graphdef, fresh, shardings = sharding.create_sharded_state(tiny_build_fn(), rules, mesh)
     model, optimizer = nnx.merge(graphdef, fresh)
-    target_tree = ckpt_lib.abstract_like(train.train_state(model, optimizer))
+    target_tree = ckpt_lib.abstract_like(ckpt_lib.train_state(model, optimizer))
     restored, data_state, meta = ckpt.restore(NUM_STEPS, target_tree)
     ckpt.close()
     flat_restored = jax.tree.leaves(restored)
@@ -201,7 +201,7 @@ def _resume_into_other_meshes(trained: dict, batch: dict, directory: str) -> dic
     layouts_ok = all(a.sharding.is_equivalent_to(t.sharding, a.ndim)
                      for a, t in zip(flat_restored, jax.tree.leaves(target_tree)))
     split = sum(a.addressable_shards[0].data.size < a.size for a in flat_restored)
-    train.load_train_state(model, optimizer, restored)
+    ckpt_lib.load_train_state(model, optimizer, restored)
     graphdef, resumed = nnx.split((model, optimizer))
     before = param_arrays(graphdef, resumed)
 

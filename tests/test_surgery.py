@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from mlasr import checkpoint as ckpt_lib
-from mlasr import optim, train
+from mlasr import optim
 from mlasr.models import ctc, hubert_pretrain, surgery
 
 TINY = dict(preset="tiny", frontend="waveform", d_model=32, num_layers=1, num_heads=2,
@@ -76,10 +76,10 @@ def test_read_params_from_a_pretraining_checkpoint(tmp_path):
   model = hubert_pretrain.build(config(), 10, nnx.Rngs(params=3, dropout=4))
   optimizer = nnx.Optimizer(model, optax.adamw(1e-3), wrt=nnx.Param)
   checkpointer = ckpt_lib.Checkpointer(str(tmp_path))
-  checkpointer.save(7, train.train_state(model, optimizer), {"iter": 0}, {"step": 7})
+  checkpointer.save(7, ckpt_lib.train_state(model, optimizer), {"iter": 0}, {"step": 7})
   checkpointer.wait()
   checkpointer.close()
-  params = surgery.read_params(str(tmp_path))
+  params = ckpt_lib.read_params(str(tmp_path))
   got, want = surgery.flatten(params), surgery.flatten(pure(model))
   assert got.keys() == want.keys()
   for name in want:
@@ -124,12 +124,12 @@ def test_freezing_frontend_always_and_encoder_for_n_updates(tmp_path):
   assert not np.array_equal(history[1]["head/kernel"], history[0]["head/kernel"])
   # The wrapped optimizer state checkpoints and restores the way train.py does it.
   checkpointer = ckpt_lib.Checkpointer(str(tmp_path))
-  state = train.train_state(model, optimizer)
+  state = ckpt_lib.train_state(model, optimizer)
   checkpointer.save(5, state, {"iter": 0}, {"step": 5})
   checkpointer.wait()
   restored, _, _ = checkpointer.restore(5, ckpt_lib.abstract_like(state))
   checkpointer.close()
-  train.load_train_state(model, optimizer, restored)
+  ckpt_lib.load_train_state(model, optimizer, restored)
   for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 

@@ -145,8 +145,8 @@ def test_pretrain_with_kmeans_labels_then_finetune_from_it(small_corpus, tmp_pat
                            ("encoder/.*", 100))
   train.run(finetune, str(tmp_path / "finetune"))
   from mlasr.models import surgery  # pylint: disable=import-outside-toplevel
-  pretrained = surgery.flatten(surgery.read_params(str(tmp_path / "pretrain")))
-  tuned = surgery.flatten(surgery.read_params(str(tmp_path / "finetune")))
+  pretrained = surgery.flatten(ckpt_lib.read_params(str(tmp_path / "pretrain")))
+  tuned = surgery.flatten(ckpt_lib.read_params(str(tmp_path / "finetune")))
   encoder_keys = [k for k in tuned if k.startswith("encoder")]
   assert encoder_keys and all(np.array_equal(tuned[k], pretrained[k]) for k in encoder_keys)
   assert not any(k.startswith("head") for k in pretrained)  # the CTC head is new
@@ -171,8 +171,8 @@ def test_add_a_language_to_a_trained_adapter_model(small_corpus, tmp_path):
   assert list(grow.data.langs) == ["hi", "ru", "it"]
   train.run(grow, str(tmp_path / "grown"))
   from mlasr.models import surgery  # pylint: disable=import-outside-toplevel
-  before = surgery.flatten(surgery.read_params(str(tmp_path / "base")))
-  after = surgery.flatten(surgery.read_params(str(tmp_path / "grown")))
+  before = surgery.flatten(ckpt_lib.read_params(str(tmp_path / "base")))
+  after = surgery.flatten(ckpt_lib.read_params(str(tmp_path / "grown")))
   assert set(after) - set(before) and all("/per_lang/it/" in k for k in set(after) - set(before))
   assert all(np.array_equal(before[k], after[k]) for k in before)
   results = evaluate.run(str(tmp_path / "grown"), "test", n_boot=10, adapter_lang="it")

@@ -3,9 +3,10 @@
 big_vision style: `merge_params(loaded, inited, dont_load)` takes every parameter the model
 has from the checkpoint, except the `dont_load` patterns, and raises a ValueError listing
 every unexpected mismatch (missing, extra, wrong shape). `load_pretrained_encoder` applies
-it to the `encoder/*` subtree of a HuBERT pretraining checkpoint and reports what happened:
+it to the `encoder/*` subtree of a HuBERT pretraining checkpoint and reports what happened.
+Reading the checkpoint is mlasr.checkpoint's (`read_params`); surgery only merges:
 
-    params = surgery.read_params("~/runs/hubert_it1")        # latest step, params only
+    params = checkpoint.read_params("~/runs/hubert_it1")     # latest step, params only
     report = surgery.load_pretrained_encoder(ctc_model, params)
     # report.loaded: encoder/*; report.dropped: final_proj/*, label_embs/*;
     # report.initialised: head/* (the new CTC head keeps its fresh init)
@@ -13,15 +14,15 @@ it to the `encoder/*` subtree of a HuBERT pretraining checkpoint and reports wha
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import logging
 from flax import nnx
+
+from mlasr.checkpoint import assign_params
 
 SEP = "/"
 
@@ -107,13 +108,6 @@ class SurgeryReport:
                  self.unused)) if s)
 
 
-def assign_params(model: nnx.Module, params: Mapping) -> None:
-  """Sets `model`'s parameters (in place) from a nested dict shaped like its own."""
-  state = nnx.state(model, nnx.Param)
-  nnx.replace_by_pure_dict(state, params)
-  nnx.update(model, state)
-
-
 def load_pretrained_encoder(model: nnx.Module, pretrained_params: Mapping, *,
                             prefix: str = "encoder", log: Callable[[str], None] = logging.info
                             ) -> SurgeryReport:
@@ -163,32 +157,3 @@ def load_matching(model: nnx.Module, params: Mapping, *,
                          initialised=sorted(new), unused=[])
   log(report.summary())
   return report
-
-
-def read_params(workdir: str, step: int | None = None) -> dict:
-  """The `params` of a training run's orbax checkpoint (latest step by default), as numpy.
-
-  Reads `<workdir>/checkpoints/<step>/state` (written by mlasr.checkpoint) without the
-  optimizer state and without needing the model that wrote it.
-  """
-  directory = os.path.join(os.path.abspath(os.path.expanduser(workdir)), "checkpoints")
-  if not os.path.isdir(directory):
-    raise FileNotFoundError(f"no checkpoints in {directory}; is {workdir!r} a training workdir?")
-  with ocp.CheckpointManager(
-      directory, item_handlers=dict(state=ocp.PyTreeCheckpointHandler(),
-                                    data=ocp.JsonCheckpointHandler(),
-                                    meta=ocp.JsonCheckpointHandler())) as manager:
-    step = manager.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"no finished checkpoint step in {directory}")
-    meta = manager.item_metadata(step)["state"]
-    tree = getattr(meta, "tree", meta)
-    params_meta = tree["params"]
-    target = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), params_meta)
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        item=dict(params=target),
-        restore_args=jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
-                                  dict(params=target)),
-        partial_restore=True)))
-  logging.info("Read pretrained params of step %d from %s", step, directory)
-  return restored["state"]["params"]

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from mlasr import config_lib, optim
+from mlasr import checkpoint, config_lib, optim
 from mlasr.models import surgery
 
 SYSTEMS = (  # (run, label)
@@ -46,7 +46,7 @@ def lid_description(workdir: str) -> str:
 def trained_params(workdir: str, langs: list[str]) -> tuple[dict[str, int], int]:
   """({lang: parameters only that language trains}, parameters all languages share and train)."""
   config = config_lib.load_config(workdir)
-  flat = surgery.flatten(surgery.read_params(workdir))
+  flat = surgery.flatten(checkpoint.read_params(workdir))
   rules = [tuple(r) for r in config.optim.get("freeze", ()) or ()]
   frozen_for_good = [p for p, n in rules if n is None or n < 0]
   label = optim.labels_by_regex([(p, n) for p, n in rules])
