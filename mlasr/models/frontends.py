@@ -6,8 +6,8 @@
   normalised honouring padding, subsampled by frame stacking (default) or a 2-layer conv2d.
 
 Both return `(features [B, F, C], frame_mask [B, F])` and expose `frame_spec`
-(mlasr.features.FrameSpec), whose `num_frames(num_samples)` gives exactly the number of output
-frames that only see real samples.
+(mlasr.features.FrameSpec), whose `num_frames(num_samples)` (= `frame_lengths(num_samples)`)
+gives exactly the number of output frames that only see real samples.
 """
 
 from __future__ import annotations
@@ -88,6 +88,9 @@ class WaveformFrontend(nnx.Module):
   @property
   def frame_spec(self) -> features.FrameSpec:
     return features.FrameSpec(tuple(zip(self.cfg.conv_kernel, self.cfg.conv_stride)), 1)
+
+  def frame_lengths(self, num_samples):
+    return self.frame_spec.num_frames(num_samples)
 
   def __call__(self, audio: jax.Array, audio_mask: jax.Array, deterministic: bool = True):
     del deterministic  # no dropout in the conv stack
@@ -255,6 +258,9 @@ class LogMelFrontend(nnx.Module):
     if cfg.subsampler == "stack":
       return features.FrameSpec((mel,), cfg.logmel_subsample)
     return features.FrameSpec((mel, (3, 2), (3, cfg.logmel_subsample // 2)), 1)
+
+  def frame_lengths(self, num_samples):
+    return self.frame_spec.num_frames(num_samples)
 
   def __call__(self, audio: jax.Array, audio_mask: jax.Array, deterministic: bool = True):
     cfg = self.cfg
