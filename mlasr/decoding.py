@@ -296,7 +296,10 @@ class LanguageIdentifier:
     score(l) = log P(best path restricted to l's outputs | x) + lm_weight * log P_l(its text)
   and the language with the highest score wins. The path term carries the script (a Hindi
   utterance loses most of its probability under Latin outputs); the LM term separates
-  languages that share a script, where a superset alphabet alone would always win.
+  languages that share a script, where a superset alphabet alone would always win. It is
+  the phonotactic approach of "phone recognition followed by language modelling" (Zissman,
+  IEEE Trans. Speech Audio Process. 4(1), 1996) with characters for phones and the
+  multilingual CTC model as the recogniser.
   """
 
   def __init__(self, langs: Sequence[str], masks: np.ndarray, id_strings: Sequence[Sequence[str]],
