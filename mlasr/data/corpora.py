@@ -416,9 +416,6 @@ class _SentenceSet:
     sid = (row.get("sentence_id") or "").strip()
     return bool(sid and sid in self.ids) or _sentence_key(row.get("sentence") or "") in self.texts
 
-  def __len__(self) -> int:
-    return max(len(self.ids), len(self.texts))
-
 
 def _raw_rows(path: str) -> list[dict[str, str]]:
   """Rows of a TSV as dicts, unchecked and uncounted (for cross-file lookups only)."""
