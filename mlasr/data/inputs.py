@@ -6,6 +6,7 @@ config.data.data_dir (default <root>/tfds), built on first use from the corpus f
 """
 from __future__ import annotations
 
+import json
 import os
 
 import jax
@@ -180,7 +181,6 @@ def train_iterator(config: ml_collections.ConfigDict, tokenizer=None, labels=Non
 
 def write_sampling_weights(train: pipeline.TrainData, workdir: str) -> str:
   """Writes both sampling levels of `train` (TrainData.weights_dict) as JSON; returns the path."""
-  import json  # pylint: disable=import-outside-toplevel
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, SOURCE_WEIGHTS_FILE)
   with open(path, "w", encoding="utf-8") as f:
