@@ -337,9 +337,14 @@ class LanguageIdentifier:
       out.append((text, path, char_lm_log_prob(model, text)))
     return out
 
+  @staticmethod
+  def combine(hypotheses, lm_weight: float) -> np.ndarray:
+    """Per-language scores of `hypotheses` (from .hypotheses) at one LM weight."""
+    return np.array([path + lm_weight * lm for _, path, lm in hypotheses])
+
   def scores(self, log_probs: np.ndarray, lm_weight: float | None = None) -> np.ndarray:
-    w = self.lm_weight if lm_weight is None else lm_weight
-    return np.array([path + w * lm for _, path, lm in self.hypotheses(log_probs)])
+    return self.combine(self.hypotheses(log_probs),
+                        self.lm_weight if lm_weight is None else lm_weight)
 
   def __call__(self, log_probs: np.ndarray) -> int:
     """Index (into `langs`) of the identified language."""

@@ -31,6 +31,8 @@ import math
 import os
 from collections.abc import Iterable, Sequence
 
+import numpy as np
+
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 SPACE = "|"
 LOG10_ZERO = -99.0  # ARPA's "impossible" (KenLM writes -99 for <s>)
@@ -241,7 +243,7 @@ def tune_lid(utts: Sequence[dict], identifier, weights: Sequence[float] = LID_LM
   hyps = [identifier.hypotheses(u["log_probs"]) for u in utts]
   grid = {}
   for w in weights:
-    pred = [max(range(len(langs)), key=lambda l, h=h: h[l][1] + w * h[l][2]) for h in hyps]
+    pred = [int(np.argmax(identifier.combine(h, w))) for h in hyps]
     grid[str(float(w))] = sum(p == t for p, t in zip(pred, true)) / max(len(true), 1)
   best = max(grid, key=lambda k: (grid[k], -float(k)))
   return dict(lm_weight=float(best), accuracy=grid[best], grid=grid, split=split,

@@ -42,17 +42,9 @@ def _make_corpus(root):
   rng = np.random.default_rng(0)
   sentences = {}
   for lang in ("hi", "ru"):
-    d = os.path.join(root, "commonvoice", lang)
-    os.makedirs(os.path.join(d, "clips"))
-    for split, n in (("train", N_TRAIN[lang]), ("dev", 3), ("test", 5)):
-      rows = []
-      for i in range(n):
-        name = f"common_voice_{lang}_{split}{i}.mp3"
-        sf.write(os.path.join(d, "clips", name), _clip(rng, rng.uniform(0.3, 2.6), 48000), 48000)
-        sent = f"{WORDS[lang].split()[i % 3]} «{i}» {WORDS[lang]}!"
-        rows.append({"client_id": f"spk{i % 4}", "path": name, "sentence": sent})
-        sentences[name[:-4]] = sent
-      _write_tsv(os.path.join(d, f"{split}.tsv"), CV, rows)
+    _write_cv_language(root, lang, (("train", N_TRAIN[lang]), ("dev", 3), ("test", 5)), rng,
+                       2.6, lambda i, l=lang: f"{WORDS[l].split()[i % 3]} «{i}» {WORDS[l]}!",
+                       lambda i: f"spk{i % 4}", sentences)
   hi = os.path.join(root, "commonvoice", "hi")
   # Quirks the builder (not the loader) must count, and ones the pipeline must count.
   with open(os.path.join(hi, "clips", "corrupt.mp3"), "wb") as f:
@@ -81,18 +73,26 @@ def _make_corpus(root):
       sentences[utt] = sent
     _write_tsv(os.path.join(d, f"asr_{split}.tsv"), VP, rows)
   # A second source of Italian (Common Voice), for the two-level sampler; not in DATASETS.
-  d = os.path.join(root, "commonvoice", "it")
+  _write_cv_language(root, "it", (("train", N_TRAIN_CV_IT), ("dev", 1), ("test", 1)), rng, 1.8,
+                     lambda i: f"{WORDS['it'].split()[i % 3]} {WORDS['it']}",
+                     lambda i: f"cv{i % 3}", sentences)
+  return sentences
+
+
+def _write_cv_language(root, lang, splits, rng, max_seconds, sentence, speaker, sentences):
+  """Common Voice clips (48 kHz mp3, 0.3-max_seconds s) and split TSVs of one language;
+  records each clip's sentence in `sentences`."""
+  d = os.path.join(root, "commonvoice", lang)
   os.makedirs(os.path.join(d, "clips"))
-  for split, n in (("train", N_TRAIN_CV_IT), ("dev", 1), ("test", 1)):
+  for split, n in splits:
     rows = []
     for i in range(n):
-      name = f"common_voice_it_{split}{i}.mp3"
-      sf.write(os.path.join(d, "clips", name), _clip(rng, rng.uniform(0.3, 1.8), 48000), 48000)
-      sent = f"{WORDS['it'].split()[i % 3]} {WORDS['it']}"
-      rows.append({"client_id": f"cv{i % 3}", "path": name, "sentence": sent})
-      sentences[name[:-4]] = sent
+      name = f"common_voice_{lang}_{split}{i}.mp3"
+      sf.write(os.path.join(d, "clips", name), _clip(rng, rng.uniform(0.3, max_seconds), 48000),
+               48000)
+      rows.append({"client_id": speaker(i), "path": name, "sentence": sentence(i)})
+      sentences[name[:-4]] = rows[-1]["sentence"]
     _write_tsv(os.path.join(d, f"{split}.tsv"), CV, rows)
-  return sentences
 
 
 class CharTok:
