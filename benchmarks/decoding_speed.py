@@ -16,6 +16,7 @@ import time
 
 from mlasr import evaluate, metrics
 from mlasr.data import inputs
+from mlasr.evaluators import asr
 
 
 def main() -> None:
@@ -28,12 +29,12 @@ def main() -> None:
   args = p.parse_args()
   config, tok, model, _ = evaluate.restore_model(args.workdir)
   data = inputs.eval_data(config, args.split)
-  predict = evaluate.jitted_predict(config, model)
-  evaluate.transcribe(predict, data, tok)  # compile every shape first
+  log_probs_fn = evaluate.jitted_log_probs(config, model)
+  asr.greedy_transcribe(log_probs_fn, data, tok)  # compile every shape first
   t0 = time.perf_counter()
-  greedy = evaluate.transcribe(predict, data, tok)
+  greedy = asr.greedy_transcribe(log_probs_fn, data, tok)
   rows = [dict(decoder="greedy", seconds=time.perf_counter() - t0, hyps=greedy)]
-  utts = evaluate.utterance_log_probs(evaluate.jitted_log_probs(config, model), data)
+  utts = asr.utterance_log_probs(log_probs_fn, data)
   lm_dir = os.path.join(args.workdir, "lm")
   for name, kind in (("beam", ""), ("beam_lm char", "char"), ("beam_lm word", "word")):
     settings = {}
@@ -43,7 +44,7 @@ def main() -> None:
       except FileNotFoundError:
         settings = {u["lang"]: dict(lm_weight=0.5, word_bonus=1.0) for u in utts}
     t0 = time.perf_counter()
-    evaluate.beam_transcribe(utts, tok, settings, lm_dir, kind, beam=args.beam)
+    asr.beam_transcribe(utts, tok, settings, lm_dir, kind, beam=args.beam)
     rows.append(dict(decoder=name, seconds=time.perf_counter() - t0,
                      hyps=[dict(ref=u["ref"], hyp=u["hyp"]) for u in utts]))
   out = []

@@ -7,7 +7,9 @@ r"""Scores a trained model on every language of a split, or on any other test se
 
 Reads the config saved in the workdir, restores the latest checkpoint (`--checkpoint best`: the
 parameters of the best dev metric, reported in eval_<split>_best/), decodes every utterance
-of the split (greedy CTC), and writes `<workdir>/eval_<split>/`: results.json, results.md
+of the split (greedy CTC by default, over the outputs of the utterance's language; with
+`--adapter_lang auto` the language is identified first), and writes
+`<workdir>/eval_<split>/`: results.json, results.md
 (per-language CER/WER with 95% bootstrap CIs, S/D/I counts, macro average, and the same table
 per speaker group, e.g. seen/unseen voices), cer_by_lang.png, NIST trn files for sclite,
 per_utt.tsv, and the error analysis of mlasr.evaluators.errors (errors.md, errors.json,
@@ -39,8 +41,10 @@ import numpy as np
 from flax import nnx
 
 from mlasr import checkpoint as ckpt_lib
+from mlasr import decoding
 from mlasr import logs
 from mlasr import config_lib
+from mlasr import lm as lm_lib
 from mlasr import sharding as sharding_lib
 from mlasr.data import corpora
 from mlasr.data import inputs
@@ -48,7 +52,7 @@ from mlasr.data import manifest as manifest_lib
 from mlasr.evaluators import errors
 from mlasr.evaluators import lid
 from mlasr.evaluators import report
-from mlasr.evaluators.asr import beam_transcribe, score, transcribe, utterance_log_probs
+from mlasr.evaluators.asr import beam_transcribe, greedy_transcribe, score, utterance_log_probs
 from mlasr.models import adapters as adapters_lib
 from mlasr.models import surgery
 
@@ -286,16 +290,16 @@ def load_adapter(model, path: str, lang: str | None = None) -> str:
 
 
 def language_chooser(adapter_lang: str, model_langs, lid_workdir: str = ""):
-  """batch -> lang_id [B] for the CTC model: oracle (''), one language, or 'auto' (LID)."""
-  if not adapter_lang:
+  """batch -> lang_id [B] (indices into model_langs) for one language or a trained LID run;
+  None for the oracle ('') and for 'auto' without `lid_workdir` (decided per utterance from
+  the CTC model's own posteriors, decoding.LanguageIdentifier)."""
+  if not adapter_lang or (adapter_lang == "auto" and not lid_workdir):
     return None
   if adapter_lang != "auto":
     if adapter_lang not in model_langs:
       raise ValueError(f"--adapter_lang={adapter_lang!r}: the model has {list(model_langs)}")
     index = list(model_langs).index(adapter_lang)
     return lambda batch: np.full_like(batch["lang_id"], index)
-  if not lid_workdir:
-    raise ValueError("--adapter_lang=auto needs --lid_workdir (a trained experiments/lid.py run)")
   lid_config, _, lid_model, _ = restore_model(lid_workdir)
   lid_langs = list(lid_model.langs)
   if missing := [l for l in lid_langs if l not in model_langs]:
@@ -305,12 +309,43 @@ def language_chooser(adapter_lang: str, model_langs, lid_workdir: str = ""):
   return lambda batch: to_model[np.asarray(jax.device_get(lid_predict(batch)[0]))]
 
 
+class _ChosenLanguage:
+  """Eval batches whose utterances are decoded in the language `choose(batch)` picks: the
+  adapter/head the model uses (lang_id) and the outputs and LM of the decoder
+  (decode_lang)."""
+
+  def __init__(self, data, choose, model_langs):
+    self.data, self.choose, self.langs = data, choose, np.asarray(list(model_langs), object)
+
+  def batches(self):
+    for batch in self.data.batches():
+      ids = self.choose(batch)
+      yield dict(batch, lang_id=ids, decode_lang=self.langs[ids])
+
+
+def lid_report(utts: list[dict], langs) -> dict:
+  """LID accuracy and confusion of the languages the utterances were decoded in, overall and
+  per speaker group."""
+  langs = list(langs)
+  def scores_of(rows):
+    return lid.scores(np.array([langs.index(u["lang"]) for u in rows], int),
+                      np.array([langs.index(u["decoded_lang"]) for u in rows], int), langs)
+  out = scores_of(utts)
+  by_group = collections.defaultdict(list)
+  for u in utts:
+    if u.get("group"):
+      by_group[u["group"]].append(u)
+  out["by_group"] = {g: scores_of(rows) for g, rows in sorted(by_group.items())}
+  return out
+
+
 def run(workdir: str, split: str, n_boot: int = 1000, step: int | None = None,
         adapter_lang: str = "", adapter_file: str = "", lid_workdir: str = "",
         decoder: str = "greedy", lm_kind: str = "char", lm_dir: str = "", beam: int = 16,
         lm_weight: float | None = None, word_bonus: float | None = None,
         hotwords: tuple[str, ...] = (), hotword_weight: float = 0.0, data_root: str = "",
-        sources: tuple[str, ...] = (), manifest: str = "", checkpoint: str = "latest") -> dict:
+        sources: tuple[str, ...] = (), manifest: str = "", checkpoint: str = "latest",
+        restrict_output: bool = True) -> dict:
   """Scores `workdir` on `split` and writes the report to <workdir>/eval_<split>[_<mode>]/.
 
   split: one split or several, comma-separated (scored as one set).
@@ -319,9 +354,13 @@ def run(workdir: str, split: str, n_boot: int = 1000, step: int | None = None,
   checkpoint: "latest" (or `step`) or "best" (the parameters of the best dev metric; the
     report then goes to eval_<split>_best/ or eval_on_<name>_best/).
 
-  adapter_lang: '' uses each utterance's true language (oracle); a code forces that
-  language's adapter/head on every utterance; 'auto' picks it per utterance with the LID
-  model in `lid_workdir` (and reports LID accuracy beside the CER).
+  adapter_lang: the language each utterance is decoded in (its adapter/head, its outputs and
+    its LM): '' its true language (oracle); a code that language for all; 'auto' the one the
+    LID model in `lid_workdir` picks, or without one the CTC model itself
+    (decoding.LanguageIdentifier with the char LMs of `lm_dir` at the weight of lid.json).
+    'auto' reports LID accuracy beside the CER.
+  restrict_output: decode over the outputs of the utterance's language only (a Hindi clip
+    cannot come out in Cyrillic); False lets a multilingual head emit any output.
   adapter_file: an exported adapter (adapters.export_language) loaded before decoding.
   decoder: "greedy" (best path, on device), "beam" (prefix beam search, no LM) or "beam_lm"
     (with the `lm_kind` LM of `lm_dir`, default <workdir>/lm, at the weights tuned on dev
@@ -336,33 +375,32 @@ def run(workdir: str, split: str, n_boot: int = 1000, step: int | None = None,
   if config.task == "lid":
     return run_lid(config, model, workdir, split, step, tset, checkpoint)
   loaded = load_adapter(model, adapter_file) if adapter_file else None
-  choose = language_chooser(adapter_lang, getattr(model, "langs", ()), lid_workdir)
-  predict = jitted_predict(config, model)
-  chosen_ids = []
-
-  def predict_with_language(batch):
-    if choose is not None:
-      real = batch["example_mask"] > 0
-      chosen = choose(batch)
-      chosen_ids.append((batch["lang_id"][real], chosen[real]))
-      batch = dict(batch, lang_id=chosen)
-    return predict(batch)
-
+  model_langs = list(getattr(model, "langs", ()) or inputs.languages(config.data))
+  lm_dir = lm_dir or os.path.join(workdir, "lm")
+  data = tset.data
+  if (choose := language_chooser(adapter_lang, model_langs, lid_workdir)) is not None:
+    data = _ChosenLanguage(tset.data, choose, model_langs)
+  identify = None
+  if adapter_lang == "auto" and not lid_workdir:
+    identifier = decoding.LanguageIdentifier.for_model(
+        model, tokenizer, model_langs, lm_dir, lm_lib.lid_lm_weight(lm_dir))
+    identify = lambda log_probs: model_langs[identifier(log_probs)]
+  log_probs_fn = jitted_log_probs(config, model)
   if decoder == "greedy":
-    utts = transcribe(predict_with_language, tset.data, tokenizer)
+    utts = greedy_transcribe(log_probs_fn, data, tokenizer, restrict_output, identify)
   else:
-    if choose is not None:
-      raise ValueError("--adapter_lang with a beam decoder is not supported; use greedy")
-    lm_dir = lm_dir or os.path.join(workdir, "lm")
     kind = lm_kind if decoder == "beam_lm" else ""
     settings = {}
     if kind:
       settings = (tuned_lm_settings(lm_dir, kind) if lm_weight is None and word_bonus is None
                   else collections.defaultdict(lambda: dict(lm_weight=lm_weight or 0.0,
                                                             word_bonus=word_bonus or 0.0)))
-    utts = utterance_log_probs(jitted_log_probs(config, model), tset.data)
+    utts = utterance_log_probs(log_probs_fn, data)
+    if identify is not None:
+      for u in utts:
+        u["decoded_lang"] = identify(u["log_probs"])
     beam_transcribe(utts, tokenizer, settings, lm_dir, kind, tuple(hotwords), hotword_weight,
-                    beam)
+                    beam, restrict_output)
     for u in utts:
       del u["log_probs"]
   tag_speaker_groups(utts, tset.groups)
@@ -372,7 +410,9 @@ def run(workdir: str, split: str, n_boot: int = 1000, step: int | None = None,
               adapter_file=adapter_file, adapter_file_lang=loaded,
               lid_workdir=os.path.abspath(lid_workdir) if lid_workdir else "",
               decoder=decoder, lm_kind=lm_kind if decoder == "beam_lm" else "", beam=beam,
-              hotwords=list(hotwords), checkpoint=checkpoint)
+              hotwords=list(hotwords), checkpoint=checkpoint, restrict_output=restrict_output,
+              lid="" if adapter_lang != "auto" else (
+                  "lid_workdir" if lid_workdir else "ctc_char_lm"))
   meta.update(tset.meta)  # what was scored: the test set's sources, root or manifest
   results = score(utts, n_boot, meta)
   # Characters the tokenizer maps to <unk> can never be output: each is an error the model
@@ -391,12 +431,11 @@ def run(workdir: str, split: str, n_boot: int = 1000, step: int | None = None,
   results["by_group"] = {group: score(group_utts, n_boot, dict(meta, group=group))
                          for group, group_utts in sorted(by_group.items())}
   if adapter_lang == "auto":
-    true = np.concatenate([t for t, _ in chosen_ids])
-    pred = np.concatenate([p for _, p in chosen_ids])
-    results["lid"] = lid.scores(true, pred, list(model.langs))
+    results["lid"] = lid_report(utts, model_langs)
   suffix = f"_{adapter_lang}" if adapter_lang else ""
   if decoder != "greedy":
     suffix += f"_{decoder}" + (f"_{lm_kind}" if decoder == "beam_lm" else "")
+  suffix += "" if restrict_output else "_unrestricted"
   suffix += "_best" if checkpoint == "best" else ""
   out_dir = os.path.join(workdir, f"eval_on_{tset.name}{suffix}" if tset.name
                          else f"eval_{split}{suffix}")
@@ -442,7 +481,8 @@ def main(argv):
       hotwords += tuple(l.strip() for l in fh if l.strip())
   run(f.workdir, f.split, f.n_boot, f.step, f.adapter_lang, f.adapter_file, f.lid_workdir,
       f.decoder, f.lm_kind, f.lm_dir, f.beam, f.lm_weight, f.word_bonus, hotwords,
-      f.hotword_weight, f.data_root, tuple(f.sources or ()), f.manifest, f.checkpoint)
+      f.hotword_weight, f.data_root, tuple(f.sources or ()), f.manifest, f.checkpoint,
+      f.restrict_output)
 
 
 if __name__ == "__main__":
@@ -464,7 +504,10 @@ if __name__ == "__main__":
   flags.DEFINE_string("adapter_lang", "", "Per-language adapters/heads: '' = each utterance's "
                       "true language, a code = that language for all, 'auto' = LID picks.")
   flags.DEFINE_string("adapter_file", "", "Load this exported adapter (.safetensors) first.")
-  flags.DEFINE_string("lid_workdir", "", "Trained LID run for --adapter_lang=auto.")
+  flags.DEFINE_string("lid_workdir", "", "Trained LID run for --adapter_lang=auto (default: "
+                      "the CTC model's own posteriors and the run's char LMs).")
+  flags.DEFINE_bool("restrict_output", True, "Decode over the outputs of the utterance's "
+                    "language only.")
   flags.DEFINE_enum("decoder", "greedy", ["greedy", "beam", "beam_lm"],
                     "greedy (best path), beam (prefix beam search), beam_lm (with an n-gram LM).")
   flags.DEFINE_enum("lm_kind", "char", ["char", "word"], "Which LM beam_lm uses.")

@@ -268,9 +268,10 @@ def tune(workdir: str, lm_dir: str, beam: int = 16, split: str = "dev",
   on `split`; written to <lm_dir>/tuned.json beside the models with every grid point's CER."""
   from mlasr import evaluate, metrics  # pylint: disable=import-outside-toplevel
   from mlasr.data import inputs  # pylint: disable=import-outside-toplevel
+  from mlasr.evaluators import asr  # pylint: disable=import-outside-toplevel
   config, tokenizer, model, _ = evaluate.restore_model(workdir)
-  utts = evaluate.utterance_log_probs(evaluate.jitted_log_probs(config, model),
-                                      inputs.eval_data(config, split))
+  utts = asr.utterance_log_probs(evaluate.jitted_log_probs(config, model),
+                                 inputs.eval_data(config, split))
   by_lang: dict[str, list[dict]] = collections.defaultdict(list)
   for u in utts:
     by_lang[u["lang"]].append(u)
@@ -278,14 +279,14 @@ def tune(workdir: str, lm_dir: str, beam: int = 16, split: str = "dev",
   for lang, lang_utts in sorted(by_lang.items()):
     tuned[lang] = {}
     refs = [u["ref"] for u in lang_utts]
-    greedy_like = evaluate.beam_transcribe(lang_utts, tokenizer, {}, beam=beam)
+    greedy_like = asr.beam_transcribe(lang_utts, tokenizer, {}, beam=beam)
     no_lm = metrics.corpus_error_rate(metrics.char_edits(refs, [u["hyp"] for u in greedy_like]))
     for kind in kinds:
       grid = {}
       for alpha in lm_weights:
         for beta in word_bonuses if alpha > 0 else (0.0,):
           settings = {lang: dict(lm_weight=alpha, word_bonus=beta)}
-          evaluate.beam_transcribe(lang_utts, tokenizer, settings, lm_dir, kind, beam=beam)
+          asr.beam_transcribe(lang_utts, tokenizer, settings, lm_dir, kind, beam=beam)
           grid[f"{alpha},{beta}"] = metrics.corpus_error_rate(
               metrics.char_edits(refs, [u["hyp"] for u in lang_utts]))
       best = min(grid, key=grid.get)

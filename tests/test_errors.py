@@ -237,6 +237,85 @@ def test_evaluate_another_root_end_to_end(tiny_run, tmp_path):
   assert not os.path.exists(os.path.join(tiny_run, "cv"))
 
 
+def _per_utt(out_dir) -> dict[str, dict]:
+  with open(os.path.join(out_dir, "per_utt.tsv"), encoding="utf-8") as fh:
+    header, *rows = [line.rstrip("\n").split("\t") for line in fh]
+  return {r[0]: dict(zip(header, r)) for r in rows}
+
+
+def test_evaluate_decodes_over_the_language_or_the_identified_one(tiny_run, tmp_path):
+  """Greedy evaluation searches only the utterance's language's outputs: its hypotheses equal
+  the on-device greedy decoder (tasks.ctc.greedy_decode) over masked log-posteriors, and
+  without the restriction the unmasked one. `--adapter_lang auto` without an LID run decodes
+  each utterance in the language LanguageIdentifier picks and reports LID accuracy."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from mlasr import decoding, lm  # pylint: disable=import-outside-toplevel
+  from mlasr.tasks import ctc  # pylint: disable=import-outside-toplevel
+  import shutil  # pylint: disable=import-outside-toplevel
+  from mlasr import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
+  root = tmp_path / "cv-other"
+  _other_root(root)
+  # The random tiny model emits blanks only; biased towards "п", its unmasked hypotheses hold
+  # Cyrillic, which English's outputs forbid.
+  run = str(tmp_path / "run")
+  shutil.copytree(tiny_run, run)
+  _, tokenizer, _, _ = evaluate.restore_model(run)
+  params = ckpt_lib.read_params(run)
+  params["head"]["bias"] = np.zeros_like(params["head"]["bias"])
+  params["head"]["bias"][tokenizer.encode("п", "ru")[0]] = 50.0
+  params["head"]["bias"][tokenizer.encode("e", "en")[0]] = 49.0
+  checkpointer = ckpt_lib.Checkpointer(run)
+  checkpointer.save(2, dict(params=params), {}, {})
+  checkpointer.wait()
+  checkpointer.close()
+  tiny_run = run
+  kw = dict(n_boot=0, data_root=str(root), sources=("commonvoice:en",))
+  name = "eval_on_cv-other-commonvoice_en-test"
+  evaluate.run(tiny_run, "test", **kw)
+  evaluate.run(tiny_run, "test", restrict_output=False, **kw)
+  restricted = _per_utt(os.path.join(tiny_run, name))
+  free = _per_utt(os.path.join(tiny_run, name + "_unrestricted"))
+
+  config, tokenizer, model, _ = evaluate.restore_model(tiny_run)
+  tset = evaluate.test_set(config, tiny_run, "test", str(root), ("commonvoice:en",), "",
+                           tokenizer)
+  log_probs_fn = evaluate.jitted_log_probs(config, model)
+  en = jnp.asarray(tokenizer.output_mask(["en"])[0])
+  posteriors = {}
+  for batch in tset.data.batches():
+    lp, frame_mask = log_probs_fn(batch)
+    for allowed, rows in ((en, restricted), (None, free)):
+      tokens, lengths = ctc.greedy_decode(lp if allowed is None else
+                                          jnp.where(allowed, lp, -jnp.inf), frame_mask)
+      for i in np.flatnonzero(batch["example_mask"]):
+        ref = tokenizer.decode(np.asarray(tokens[i, :lengths[i]]).tolist(), "en")
+        assert rows[str(batch["utt_id"][i])]["hyp"] == ref
+    for i in np.flatnonzero(batch["example_mask"]):
+      posteriors[str(batch["utt_id"][i])] = np.asarray(lp[i][np.asarray(frame_mask[i]) > 0])
+  from mlasr.data.tokenizer import UNK_SURFACE  # pylint: disable=import-outside-toplevel
+  en_chars = set(tokenizer.lang_chars["en"]) | {" ", UNK_SURFACE}
+  assert all(set(r["hyp"]) <= en_chars and r["decoded_lang"] == "en"
+             for r in restricted.values())
+  assert all("п" in r["hyp"] for r in free.values())
+
+  lm_dir = str(tmp_path / "lm")
+  lm.build_lms({"en": ["front center left right rear side"] * 3, "ru": ["привет мир"] * 3},
+               lm_dir, char_order=3, word_order=2)
+  auto = evaluate.run(tiny_run, "test", adapter_lang="auto", lm_dir=lm_dir, **kw)
+  rows = _per_utt(os.path.join(tiny_run, name + "_auto"))
+  identify = decoding.LanguageIdentifier.for_model(model, tokenizer, ["en", "ru"], lm_dir,
+                                                   lm.DEFAULT_LID_LM_WEIGHT)
+  for utt_id, row in rows.items():
+    assert row["decoded_lang"] == ["en", "ru"][identify(posteriors[utt_id])]
+    assert set(row["hyp"]) <= set(tokenizer.lang_chars[row["decoded_lang"]]) | {" ", UNK_SURFACE}
+  lid = auto["lid"]
+  assert lid["num_utterances"] == len(rows) == 6 and auto["meta"]["lid"] == "ctc_char_lm"
+  assert lid["accuracy"] == pytest.approx(
+      np.mean([r["decoded_lang"] == "en" for r in rows.values()]))
+  assert set(lid["by_group"]) == {"seen", "unseen"}
+  assert sum(g["num_utterances"] for g in lid["by_group"].values()) == 6
+
+
 def test_evaluate_a_manifest_end_to_end(tiny_run, tmp_path):
   clips = tmp_path / "clips"
   clips.mkdir()

@@ -1,17 +1,24 @@
 """ASR evaluation: decode every utterance of an eval set, then score CER/WER.
 
-    utts = transcribe(predict_fn, eval_data, tokenizer)          # greedy, on device
+    utts = greedy_transcribe(log_probs_fn, eval_data, tokenizer)   # best path
     utts = beam_transcribe(utterance_log_probs(log_probs_fn, eval_data), tokenizer, settings,
-                           lm_dir, "char")                       # prefix beam search (+ LM)
-    results = score(utts, n_boot=1000, meta=...)                 # mlasr.evaluators.report
+                           lm_dir, "char")                         # prefix beam search (+ LM)
+    results = score(utts, n_boot=1000, meta=...)                   # mlasr.evaluators.report
+
+Both decoders search only the outputs of the utterance's language (`restrict`): a Hindi clip
+cannot come out in Cyrillic. The language is the utterance's own (oracle), the one a batch
+carries in "decode_lang" (a forced language or a trained LID model's choice, set by
+mlasr.evaluate), or the one `identify(log_probs)` returns (decoding.LanguageIdentifier).
 
 Utterance records are the plain dicts of mlasr.evaluators.report (utt_id, lang, corpus,
-speaker, ref, hyp, seconds). `dev_metrics` is what the CTC task reports on dev during training
-(per-language and macro CER, macro WER); mlasr.evaluate is the command line around the rest.
+speaker, ref, hyp, seconds), plus "decoded_lang", the language the hypothesis was decoded in.
+`dev_metrics` is what the CTC task reports on dev during training (per-language and macro
+CER, macro WER); mlasr.evaluate is the command line around the rest.
 """
 from __future__ import annotations
 
 import os
+from typing import Callable, Iterator
 
 import jax
 import numpy as np
@@ -22,47 +29,72 @@ from mlasr.evaluators import report
 from mlasr.features import SAMPLE_RATE
 
 
-def transcribe(predict_fn, eval_data, tokenizer) -> list[dict]:
-  """Runs `predict_fn(host batch) -> (tokens, lengths)` over `eval_data`; a dict per utterance."""
-  utts = []
-  for batch in eval_data.batches():
-    tokens, lengths = jax.device_get(predict_fn(batch))
-    for i in np.flatnonzero(batch["example_mask"]):
-      lang = str(batch["lang"][i])
-      utts.append(dict(
-          utt_id=str(batch["utt_id"][i]), lang=lang, corpus=str(batch["corpus"][i]),
-          speaker=str(batch["speaker"][i]), ref=str(batch["text_norm"][i]),
-          hyp=tokenizer.decode(tokens[i, :lengths[i]].tolist(), lang),
-          seconds=float(batch["audio_mask"][i].sum()) / SAMPLE_RATE))
-  return utts
+class OutputMasks:
+  """Per language, the outputs its hypotheses may use (tokenizer.output_mask), built once."""
+
+  def __init__(self, tokenizer, enabled: bool = True):
+    self.tokenizer, self.enabled, self._masks = tokenizer, enabled, {}
+
+  def __call__(self, lang: str) -> np.ndarray | None:
+    if not self.enabled:
+      return None
+    if lang not in self._masks:
+      self._masks[lang] = self.tokenizer.output_mask([lang])[0]
+    return self._masks[lang]
 
 
-def utterance_log_probs(log_probs_fn, eval_data) -> list[dict]:
-  """Runs `log_probs_fn(host batch) -> (log_probs, frame_mask)` over `eval_data`; per
+def iter_log_probs(log_probs_fn, eval_data) -> Iterator[tuple[dict, np.ndarray]]:
+  """Runs `log_probs_fn(host batch) -> (log_probs, frame_mask)` over `eval_data`; yields per
   utterance its metadata and the [frames, V] log-posteriors of its real frames."""
-  utts = []
   for batch in eval_data.batches():
     logp, frame_mask = jax.device_get(log_probs_fn(batch))
+    decode_lang = batch.get("decode_lang", batch["lang"])
     for i in np.flatnonzero(batch["example_mask"]):
-      utts.append(dict(
+      meta = dict(
           utt_id=str(batch["utt_id"][i]), lang=str(batch["lang"][i]),
           corpus=str(batch["corpus"][i]), speaker=str(batch["speaker"][i]),
           ref=str(batch["text_norm"][i]),
           seconds=float(batch["audio_mask"][i].sum()) / SAMPLE_RATE,
-          log_probs=np.asarray(logp[i][np.asarray(frame_mask[i]) > 0], np.float64)))
+          decoded_lang=str(decode_lang[i]))
+      yield meta, np.asarray(logp[i][np.asarray(frame_mask[i]) > 0], np.float64)
+
+
+def utterance_log_probs(log_probs_fn, eval_data) -> list[dict]:
+  """Every utterance of `eval_data` with its log-posteriors ("log_probs"), for beam search."""
+  return [dict(meta, log_probs=lp) for meta, lp in iter_log_probs(log_probs_fn, eval_data)]
+
+
+def greedy_transcribe(log_probs_fn, eval_data, tokenizer, restrict: bool = True,
+                      identify: Callable[[np.ndarray], str] | None = None) -> list[dict]:
+  """Best-path decoding of every utterance of `eval_data`, one dict per utterance.
+
+  restrict: over the outputs of the utterance's language only (module docstring).
+  identify: log_probs -> language, for utterances of unknown language; its choice is the
+    decoding language (and "decoded_lang").
+  """
+  masks = OutputMasks(tokenizer, restrict)
+  utts = []
+  for u, lp in iter_log_probs(log_probs_fn, eval_data):
+    if identify is not None:
+      u["decoded_lang"] = identify(lp)
+    ids, _ = decoding.best_path(lp, masks(u["decoded_lang"]))
+    u["hyp"] = tokenizer.decode(ids, u["decoded_lang"])
+    utts.append(u)
   return utts
 
 
 def beam_transcribe(utts: list[dict], tokenizer, settings: dict[str, dict], lm_dir: str = "",
                     lm_kind: str = "", hotwords: tuple[str, ...] = (), hotword_weight: float = 0.0,
-                    beam: int = 16) -> list[dict]:
+                    beam: int = 16, restrict: bool = True) -> list[dict]:
   """Prefix beam search for each utterance (from utterance_log_probs), in place: sets "hyp".
 
+  Each is decoded in its "decoded_lang" (its own language unless set otherwise): over that
+  language's outputs (restrict) and with that language's LM.
   settings: per language {lm_weight, word_bonus}; lm_kind "" decodes without an LM.
   """
-  scorers = {}
+  scorers, masks = {}, OutputMasks(tokenizer, restrict)
   for u in utts:
-    lang = u["lang"]
+    lang = u.get("decoded_lang", u["lang"])
     if lm_kind and lang not in scorers:
       scorers[lang] = decoding.LMScorer(
           lm_lib.load_kenlm(os.path.join(lm_dir, lang, f"{lm_kind}.arpa")), lm_kind)
@@ -70,7 +102,8 @@ def beam_transcribe(utts: list[dict], tokenizer, settings: dict[str, dict], lm_d
     cfg = decoding.BeamConfig(beam=beam, lm_weight=s.get("lm_weight", 0.0) if lm_kind else 0.0,
                               word_bonus=s.get("word_bonus", 0.0) if lm_kind else 0.0,
                               hotwords=hotwords, hotword_weight=hotword_weight)
-    u["hyp"] = decoding.prefix_beam_search(u["log_probs"], tokenizer.id_strings(lang), cfg,
+    u["hyp"] = decoding.prefix_beam_search(decoding.restrict(u["log_probs"], masks(lang)),
+                                           tokenizer.id_strings(lang), cfg,
                                            scorers.get(lang))[0][0]
   return utts
 
@@ -80,9 +113,10 @@ def score(utts: list[dict], n_boot: int = 1000, meta: dict | None = None) -> dic
   return report.build_results(utts, n_boot=n_boot, seed=0, meta=meta or {})
 
 
-def dev_metrics(predict_fn, eval_data, tokenizer) -> dict:
-  """Dev metrics: greedy-decode every utterance, per-language and macro CER/WER."""
-  scores = score(transcribe(predict_fn, eval_data, tokenizer), n_boot=0)
+def dev_metrics(log_probs_fn, eval_data, tokenizer) -> dict:
+  """Dev metrics: best-path decoding of every utterance over its language's outputs (as
+  mlasr.evaluate scores test), per-language and macro CER/WER."""
+  scores = score(greedy_transcribe(log_probs_fn, eval_data, tokenizer), n_boot=0)
   summary = {f"dev_cer/{k}": v["cer"]["rate"] for k, v in scores["languages"].items()}
   summary["dev_cer/macro"] = scores["macro"]["cer"]["rate"]
   summary["dev_wer/macro"] = scores["macro"]["wer"]["rate"]

@@ -216,13 +216,16 @@ def write_trn(utts: Sequence[Mapping[str, Any]], out_dir: str) -> dict[str, str]
 
 
 def write_per_utt(utts: Sequence[Mapping[str, Any]], path: str) -> None:
-  """Per-utterance TSV (utt_id, lang, group, char/word errors and N, ref, hyp) for analysis."""
+  """Per-utterance TSV (utt_id, lang, the language it was decoded in, group, char/word errors
+  and N, ref, hyp) for analysis."""
   refs, hyps = [u["ref"] for u in utts], [u["hyp"] for u in utts]
   char, word = metrics.char_edits(refs, hyps), metrics.word_edits(refs, hyps)
   with open(path, "w", encoding="utf-8") as f:
-    f.write("utt_id\tlang\tgroup\tchar_errors\tchars\tword_errors\twords\tref\thyp\n")
+    f.write("utt_id\tlang\tdecoded_lang\tgroup\tchar_errors\tchars\tword_errors\twords\tref\t"
+            "hyp\n")
     for i, u in enumerate(utts):
-      f.write(f"{u['utt_id']}\t{u['lang']}\t{u.get('group') or ''}\t{char.errors[i]}\t"
+      f.write(f"{u['utt_id']}\t{u['lang']}\t{u.get('decoded_lang', u['lang'])}\t"
+              f"{u.get('group') or ''}\t{char.errors[i]}\t"
               f"{char.ref_len[i]}\t{word.errors[i]}\t{word.ref_len[i]}\t{u['ref']}\t{u['hyp']}\n")
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import soundfile as sf
 
 from mlasr.data import augment, inputs
-from mlasr.evaluators import report
+from mlasr.evaluators import asr, report
 
 SAMPLE_RATE = inputs.SAMPLE_RATE
 
@@ -130,13 +130,13 @@ def run(workdir: str, split: str = "test", max_per_lang: int = 0, n_boot: int = 
   if unknown:
     raise ValueError(f"unknown conditions {sorted(unknown)}; known: {sorted(CONDITIONS)}")
   config, tokenizer, model, step = evaluate.restore_model(workdir)
-  predict = evaluate.jitted_predict(config, model)
+  log_probs_fn = evaluate.jitted_log_probs(config, model)
   eval_data = inputs.eval_data(config, split)
   groups = evaluate.speaker_groups(config.data.root)
   results = {}
   for name in conditions:
-    utts = evaluate.transcribe(predict, _Transformed(eval_data, CONDITIONS[name], max_per_lang),
-                               tokenizer)
+    utts = asr.greedy_transcribe(
+        log_probs_fn, _Transformed(eval_data, CONDITIONS[name], max_per_lang), tokenizer)
     evaluate.tag_speaker_groups(utts, groups)
     results[name] = report.build_results(utts, n_boot=n_boot, seed=0,
                                          meta=dict(condition=name, split=split, step=step))

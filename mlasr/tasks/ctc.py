@@ -94,8 +94,8 @@ def model_kwargs(config, tokenizer) -> dict:
 
 
 def evaluate(eval_fn, eval_data, setup_out: dict) -> dict:
-  """Dev metrics (mlasr.evaluators.asr): greedy-decode every utterance, per-language and
-  macro CER/WER."""
+  """Dev metrics (mlasr.evaluators.asr): `eval_fn` is the jitted eval_step (log-posteriors);
+  best-path decoding over each utterance's language, per-language and macro CER/WER."""
   return evaluator.dev_metrics(eval_fn, eval_data, setup_out["tokenizer"])
 
 
@@ -113,7 +113,7 @@ def loss_fn(model: nnx.Module, batch: dict, train: bool = True):
 
 
 def eval_step(model: nnx.Module, batch: dict):
-  return predict(model, batch)
+  return log_probs(model, batch)
 
 
 def log_probs(model: nnx.Module, batch: dict):
