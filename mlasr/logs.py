@@ -8,12 +8,19 @@ import logging as std_logging
 from absl import logging
 
 _CHATTY = ("/orbax/", "/tensorflow_datasets/", "/jax/_src/xla_bridge.py")
+# Warnings that say nothing to act on: TFDS warns "Using custom data configuration" for every
+# dataset mlasr prepares, since each (corpus, language) is a named BuilderConfig by design.
+_NOT_ACTIONABLE = (("/tensorflow_datasets/", "Using custom data configuration"),)
 
 
 class QuietLibraries(std_logging.Filter):
-  """Drops INFO (and lower) records logged from the libraries in `_CHATTY`; warnings pass."""
+  """Drops INFO (and lower) records logged from the libraries in `_CHATTY`, and the
+  warnings in `_NOT_ACTIONABLE`; other warnings pass."""
 
   def filter(self, record):
+    if any(lib in record.pathname and str(record.msg).startswith(text)
+           for lib, text in _NOT_ACTIONABLE):
+      return False
     return record.levelno >= std_logging.WARNING or not any(
         lib in record.pathname for lib in _CHATTY)
 

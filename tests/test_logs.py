@@ -18,6 +18,13 @@ def test_quiet_libraries_filter():
     assert not quiet.filter(_record(chatty, std_logging.INFO))
     assert quiet.filter(_record(chatty, std_logging.WARNING))
   assert quiet.filter(_record("/work/mlasr/train.py", std_logging.INFO))
+  builder = f"{site}/tensorflow_datasets/core/dataset_builder.py"
+  custom = _record(builder, std_logging.WARNING)
+  custom.msg = "Using custom data configuration: %s"
+  assert not quiet.filter(custom)  # every mlasr dataset is a named config: nothing to act on
+  other = _record(builder, std_logging.WARNING)
+  other.msg = "Dataset is using deprecated text encoder API"
+  assert quiet.filter(other)
   assert quiet.filter(_record(f"{site}/jax/_src/compiler.py", std_logging.INFO))
 
 

@@ -120,10 +120,13 @@ def prepared(tmp_path_factory):
   return root, data_dir, sentences
 
 
-def test_decoding_threads_write_the_same_records_as_one(prepared, tmp_path):
+def test_decoding_threads_write_the_same_records_as_one(prepared, tmp_path, capfd):
   """Two decoding threads keep the order and bytes of a single-threaded conversion."""
   root, data_dir, _ = prepared
+  capfd.readouterr()
   tfds_builder.prepare(root, str(tmp_path), "voxpopuli", "it", num_workers=1)
+  # TFDS's "Downloading and preparing dataset ..." lines stay out of the user's terminal.
+  assert "prepar" not in capfd.readouterr().out
   for split in ("train", "dev", "test"):
     threads = tfds_builder.data_source(data_dir, "voxpopuli", "it", split)
     one = tfds_builder.data_source(str(tmp_path), "voxpopuli", "it", split)

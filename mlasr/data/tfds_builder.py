@@ -37,7 +37,9 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
+import io
 import json
 import logging
 import os
@@ -398,10 +400,13 @@ def prepare(root: str, data_dir: str, corpus: str, lang: str, *, num_workers: in
                          name=f"{corpus}_{lang}", description=f"{corpus} {lang}"),
                      data_dir=data_dir, file_format="array_record")
   if not os.path.isfile(info_path):
-    # TFDS draws a bar per split and per shuffle; the caller shows one bar for the stage.
+    # TFDS draws a bar per split and per shuffle, and prints "Downloading and preparing
+    # dataset ..." / "... downloaded and prepared" to stdout (termcolor) for each one; the
+    # caller shows one bar for the stage.
     tfds.display_progress_bar(False)
     try:
-      builder.download_and_prepare()
+      with contextlib.redirect_stdout(io.StringIO()):
+        builder.download_and_prepare()
     except NoUsableExamples:
       raise no_usable() from None
     finally:
