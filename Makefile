@@ -54,6 +54,7 @@ demo: install
 	    --lm_weights=0.2,0.4,0.6 --word_bonuses=0,1,2
 	$(PYTHON) -m mlasr.evaluate --workdir $(WORK)/demo_ctc --split test --decoder=beam_lm \
 	    --lm_kind=char --beam=8
+	$(PYTHON) -m mlasr.evaluate --workdir $(WORK)/demo_ctc --split test --adapter_lang=auto
 	$(PYTHON) -m mlasr.evaluators.compare --workdir $(WORK)/demo_ctc --split test
 
 bench: install-test

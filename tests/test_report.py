@@ -230,5 +230,12 @@ def test_decoder_comparison_table(tmp_path):
   assert table[-1]["cer"]["hi"] == 0.0 and table[-2]["cer"]["hi"] > 0.0
   assert "| seen voices | greedy |" in markdown
   assert os.path.exists(tmp_path / "compare_test.json")  # eval_dev/ was not mixed in
+  # An identified-language run joins the table under its own name; a forced language does not.
+  report.write_report(_with_groups(utts, dict(decoder="greedy", adapter_lang="auto")),
+                      str(tmp_path / "eval_test_auto"))
+  report.write_report(_with_groups(utts, dict(decoder="greedy", adapter_lang="en")),
+                      str(tmp_path / "eval_test_en"))
+  names = {r["decoder"] for r in compare.rows(compare.collect(str(tmp_path), "test"))}
+  assert names == {"greedy", "beam 16 + char LM", "greedy, language identified"}
   with pytest.raises(FileNotFoundError, match="mlasr.evaluate first"):
     compare.collect(str(tmp_path / "eval_dev"), "test")

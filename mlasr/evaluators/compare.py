@@ -3,7 +3,7 @@ r"""One table of every decoder evaluated on a run: greedy and LM rows side by si
   python -m mlasr.evaluators.compare --workdir RUN [--split test]
 
 Reads each `<RUN>/eval_<split>*/results.json` that `mlasr.evaluate` wrote (one per decoder:
-greedy, beam, beam_lm with a char or word LM) and writes `<RUN>/compare_<split>.md` and
+greedy, beam, beam_lm with a char or word LM; with the true or an identified language) and writes `<RUN>/compare_<split>.md` and
 `.json`: one row per (speaker group, decoder), per-language CER and the macro average with its
 95% bootstrap CI. The numbers are copied from the results files, never recomputed.
 """
@@ -20,10 +20,18 @@ _GROUP_NAMES = {"seen": "seen voices", "unseen": "unseen voices", "all": "all"}
 
 
 def decoder_name(meta: Mapping[str, Any]) -> str:
+  """"greedy", "beam 8", "beam 8 + char LM", with "unrestricted outputs" / "language
+  identified" appended where the run was not decoded over the true language's outputs."""
   decoder = meta.get("decoder", "greedy")
   if decoder == "beam_lm":
-    return f"beam {meta['beam']} + {meta['lm_kind']} LM"
-  return f"beam {meta['beam']}" if decoder == "beam" else "greedy"
+    name = f"beam {meta['beam']} + {meta['lm_kind']} LM"
+  else:
+    name = f"beam {meta['beam']}" if decoder == "beam" else "greedy"
+  if meta.get("restrict_output") is False:
+    name += ", unrestricted outputs"
+  if meta.get("adapter_lang") == "auto":
+    name += ", language identified"
+  return name
 
 
 def collect(workdir: str, split: str = "test") -> list[tuple[str, dict[str, Any]]]:
@@ -34,8 +42,8 @@ def collect(workdir: str, split: str = "test") -> list[tuple[str, dict[str, Any]
     if suffix and not suffix.startswith("_"):
       continue  # eval_test2/ is another split's folder, not a decoder of this one
     results = report.read_results(path)
-    if results.get("meta", {}).get("adapter_lang", "oracle") not in ("oracle", None):
-      continue  # automatic-language runs are compared in their own table
+    if results.get("meta", {}).get("adapter_lang", "oracle") not in ("oracle", "auto", None):
+      continue  # one language forced on every utterance: not a decoder of this test set
     found.append((decoder_name(results.get("meta", {})), results))
   if not found:
     raise FileNotFoundError(f"no {report.RESULTS_JSON} under {workdir}/eval_{split}*; run "
