@@ -417,7 +417,13 @@ def prepare(root: str, data_dir: str, corpus: str, lang: str, *, num_workers: in
   else:
     report = corpora.DataReport.from_json(report_path)  # the build's, not the loader's alone
   _write_index(out_dir)  # last: its presence means "prepared"
-  log.info("prepared %s/%s in %s\n%s", corpus, lang, out_dir, report.summary())
+  # One line per dataset (the stage has its own bar); the full report is in the dataset's
+  # folder, and its other lines (skips, absent clips, warnings) are shown here.
+  kept = [e for (c, l, _), e in report.kept.items() if (c, l) == (corpus, lang)]
+  losses = [line for line in report.summary().splitlines() if not line.startswith("kept")]
+  log.info("prepared %s/%s: %d records, %.2f h over its splits and subsets (%s)%s", corpus,
+           lang, sum(e["count"] for e in kept), sum(e["seconds"] for e in kept) / 3600,
+           out_dir, "".join("\n" + line for line in losses))
   return out_dir
 
 
