@@ -75,7 +75,7 @@ def test_jax_matches_numpy_per_position_on_short_rows():
   # T=6, L=4: sz - L <= num, so starts come from num + 1 positions (fairseq's edge case).
   for t, kw in ((6, dict(mask_prob=1.0, mask_length=4, min_masks=2)),
                 (12, dict(mask_prob=0.5, mask_length=3, min_masks=1))):
-    ref = numpy_masks(5000, [t], t, require_same_masks=False, **kw)[:, 0]
+    ref = numpy_masks(5000, [t], t, require_same_masks=False, allow_full_mask=True, **kw)[:, 0]
     got = np.asarray(jax_masks(5000, t, jnp.asarray([t]), require_same_masks=False, **kw))[:, 0]
     np.testing.assert_allclose(got.mean(0), ref.mean(0), atol=0.03)
     assert abs(got.mean() - expected_fraction(t, kw["mask_length"], kw["mask_prob"],
@@ -144,4 +144,53 @@ def test_no_overlap_reference_places_disjoint_spans():
   masks = masking.compute_mask_indices((16, 300), None, 0.5, 10, 2, rng,
                                        require_same_masks=False, no_overlap=True)
   counts = masks.sum(-1)
-  assert np.all(counts % 10 == 0) and np.all(counts == counts[0])  # shared span count, whole
+  # 0.5 * 300 / 10 = 15 spans in every row (an integer: no rounding draw), each one whole.
+  assert np.all(counts % 10 == 0) and np.all(counts == counts[0])
+
+
+def _brute_force_span_counts(rng, rows, size, prob, length):
+  """Masked count of each row, drawn independently of mlasr.masking: per-row span number,
+  starts a uniform subset of [0, size - length), union of the spans."""
+  counts = []
+  for _ in range(rows):
+    num = math.floor(prob * size / length + rng.random())
+    covered = set()
+    for start in rng.permutation(size - length)[:num]:
+      covered.update(range(start, start + length))
+    counts.append(len(covered))
+  return np.asarray(counts)
+
+
+def test_channel_spans_are_drawn_per_row_as_current_fairseq():
+  # Channel mask p=0.1, L=64 over 768 channels, 8 rows: 1.2 spans on average, so a row draws
+  # 1 span (p 0.8) or 2; one draw per row (fairseq since Dec 2022) makes almost every batch
+  # contain a one-span row, and require_same_masks trims all rows to 64 channels: 8.3 %
+  # (one draw per batch, the older fairseq, masked 9.2 %).
+  rng = np.random.default_rng(0)
+  ref = np.stack([masking.compute_mask_indices((8, 768), None, 0.1, 64, 0, rng)
+                  for _ in range(300)])
+  keys = jax.random.split(jax.random.key(0), 300)
+  got = np.asarray(jax.vmap(lambda k: masking.jax_channel_mask(k, 8, 768, 0.1, 64))(keys))
+  brute = np.stack([_brute_force_span_counts(rng, 8, 768, 0.1, 64) for _ in range(300)])
+  for masks in (ref, got):
+    assert abs(masks.mean() - brute.min(-1).mean() / 768) < 0.002
+    assert abs(masks.mean() - 64 / 768) < 0.002
+  # Without trimming, rows of one batch differ: the per-row span counts follow the brute force.
+  ref = np.stack([masking.compute_mask_indices((8, 768), None, 0.1, 64, 0, rng,
+                                               require_same_masks=False) for _ in range(300)])
+  got = np.asarray(jax.vmap(lambda k: masking.jax_channel_mask(
+      k, 8, 768, 0.1, 64, require_same_masks=False))(keys))
+  for masks in (ref, got):
+    counts = masks.sum(-1)
+    assert np.mean(np.any(counts != counts[:, :1], axis=1)) > 0.5  # not one draw per batch
+    assert abs(np.mean(counts == 64) - np.mean(brute == 64)) < 0.03  # one span: p ≈ 0.8
+    assert abs(counts.mean() - brute.mean()) < 3
+
+
+def test_rows_too_short_for_their_spans_raise_as_fairseq():
+  # T=6, L=4, two spans from starts in [0, 3): {0, 2} covers all 6 frames (fairseq raises).
+  with pytest.raises(ValueError, match="entire sequence"):
+    numpy_masks(1, [6] * 30, 6, require_same_masks=False, mask_prob=1.0, mask_length=4,
+                min_masks=2)
+  with pytest.raises(ValueError, match="can mask all 66 channels"):
+    masking.jax_channel_mask(jax.random.key(0), 2, 66, 1.0, 64)
