@@ -6,8 +6,8 @@
 
 Nothing is allocated: the state is `jax.eval_shape` of (model, optimizer) turned into
 ShapeDtypeStructs that carry the shardings mlasr.sharding derives from the logical axis
-rules, and the batch is ShapeDtypeStructs too. The real train step (mlasr.train's
-`make_update_step` on mlasr.tasks.ctc) is lowered and compiled for the mesh, and XLA's
+rules, and the batch is ShapeDtypeStructs too. The real train step
+(mlasr.steps.make_update_step, what mlasr.train runs, on mlasr.tasks.ctc) is lowered and compiled for the mesh, and XLA's
 `memory_analysis()` gives per-device bytes of arguments, outputs and temporaries. A config that
 does not fit shows up here, before a pod is booked.
 
@@ -44,7 +44,7 @@ import ml_collections
 import optax
 from flax import nnx
 
-from mlasr import optim, sharding, train
+from mlasr import optim, sharding, steps
 from mlasr.models import ctc, hubert
 from mlasr.tasks import ctc as ctc_task
 
@@ -85,8 +85,8 @@ def analyze(build, rules, mesh, clips_per_device: int, num_samples: int,
   batch_devices = mesh.size // _replicas_of_batch(batch_sh)
   batch = abstract_batch(clips_per_device * batch_devices, num_samples, num_labels, batch_sh)
   step = sharding.shard_update_step(
-      train.make_update_step(graphdef, ctc_task, optax.constant_schedule(1e-4), 0),
-      shardings, batch_sh, rules)
+      steps.make_update_step(graphdef, ctc_task, optax.constant_schedule(1e-4), 0),
+      shardings, batch_sh)
   t0 = time.time()
   compiled = step.lower(structs, batch, 0).compile()
   compile_s = time.time() - t0

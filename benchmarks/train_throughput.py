@@ -20,7 +20,8 @@ import jax
 import numpy as np
 from flax import nnx
 
-from mlasr import config_lib, optim, train
+from mlasr import config_lib, optim
+from mlasr.steps import make_update_step
 from mlasr.models import ctc as ctc_model
 from mlasr.tasks import ctc as ctc_task
 
@@ -43,7 +44,7 @@ def jax_throughput(encoder: dict, batch: dict, steps: int) -> tuple[float, float
   model = ctc_model.build(config, VOCAB, nnx.Rngs(params=0, dropout=1))
   tx, schedule = optim.make_optimizer(config.optim, 1000)
   graphdef, state = nnx.split((model, nnx.Optimizer(model, tx, wrt=nnx.Param)))
-  step_fn = jax.jit(train.make_update_step(graphdef, ctc_task, schedule, 0), donate_argnums=(0,))
+  step_fn = jax.jit(make_update_step(graphdef, ctc_task, schedule, 0), donate_argnums=(0,))
   t0 = time.perf_counter()
   state, metrics = step_fn(state, batch, 0)
   jax.block_until_ready(metrics)

@@ -14,13 +14,11 @@ divisible by the mesh axes' total size, so a repeated logical name acts as a fal
 awkward size (a vocabulary of 37 over 2 tensor shards) is replicated instead of crashing.
 Unnamed dimensions and names without a rule are replicated.
 
-Activations use names with an "activation_" prefix; `constrain(x, names)` applies the
-active rules inside `shard_update_step` and is a no-op elsewhere (eager code, single device).
+The one activation name is "activation_batch": the leading axis of every batch array
+(`batch_sharding`); XLA propagates the layout of everything in between.
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -39,11 +37,7 @@ BATCH_AXES = ("data", "fsdp")
 MeshAxes = str | tuple[str, ...] | None
 Rules = Sequence[tuple[str, MeshAxes]]
 
-_ACTIVATIONS = (
-    ("activation_batch", BATCH_AXES),
-    ("activation_length", None),
-    ("activation_embed", None),
-)
+_ACTIVATIONS = (("activation_batch", BATCH_AXES),)
 
 # Fallback order matters: the first rule whose mesh axes are free and divide the dimension
 # wins, so large matrices get their "embed" dimension sharded and vectors fall back to
@@ -64,13 +58,7 @@ PRESETS: dict[str, tuple[tuple[str, MeshAxes], ...]] = {
     ),
     # FSDP plus Megatron-style tensor parallelism: feed-forward hidden units, attention
     # heads, conv channels and the vocabulary split over "tensor"; "embed" over "fsdp".
-    "fsdp_tp": (
-        ("activation_batch", BATCH_AXES),
-        ("activation_length", None),
-        ("activation_embed", None),
-        ("activation_mlp", "tensor"),
-        ("activation_heads", "tensor"),
-        ("activation_vocab", "tensor"),
+    "fsdp_tp": _ACTIVATIONS + (
         ("mlp", "tensor"),
         ("heads", "tensor"),
         ("vocab", "tensor"),
@@ -233,36 +221,6 @@ def to_device(batch: dict, sharding: NamedSharding,
 
 
 # ------------------------------------------------------------------------------------------
-# Activation constraints (active only while a step is traced under `axis_rules`).
-# ------------------------------------------------------------------------------------------
-_ACTIVE: contextvars.ContextVar[tuple[Rules, Mesh] | None] = contextvars.ContextVar(
-    "mlasr_axis_rules", default=None)
-
-
-@contextlib.contextmanager
-def axis_rules(rules: Rules, mesh: Mesh):
-  """Makes `constrain` apply `rules` on `mesh` (used while tracing the sharded step)."""
-  token = _ACTIVE.set((tuple(rules), mesh))
-  try:
-    yield
-  finally:
-    _ACTIVE.reset(token)
-
-
-def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
-  """with_sharding_constraint by logical names, e.g. ("activation_batch", None, None).
-
-  A no-op outside `axis_rules` so model code can call it unconditionally.
-  """
-  active = _ACTIVE.get()
-  if active is None:
-    return x
-  rules, mesh = active
-  return jax.lax.with_sharding_constraint(
-      x, NamedSharding(mesh, logical_to_spec(tuple(names), x.shape, rules, mesh)))
-
-
-# ------------------------------------------------------------------------------------------
 # Sharded state and update step.
 # ------------------------------------------------------------------------------------------
 def abstract_state(build_fn: Callable[[], Any], rules: Rules, mesh: Mesh):
@@ -286,29 +244,19 @@ def create_sharded_state(build_fn: Callable[[], Any], rules: Rules, mesh: Mesh):
   def init():
     return nnx.split(build_fn())[1]
 
-  with axis_rules(rules, mesh):
-    state = jax.jit(init, out_shardings=shardings)()
+  state = jax.jit(init, out_shardings=shardings)()
   return graphdef, state, shardings
 
 
-def shard_update_step(update_step: Callable, state_shardings, batch_sharding: NamedSharding,
-                      rules: Rules | None = None):
+def shard_update_step(update_step: Callable, state_shardings, batch_sharding: NamedSharding):
   """jax.jit of (state, batch, step) -> (state, metrics) with explicit shardings.
 
   The state keeps its layout across steps (in == out shardings) and is donated, so XLA
-  updates parameters and optimizer moments in place; metrics come back replicated. With
-  `rules`, `constrain` calls inside the step are active.
+  updates parameters and optimizer moments in place; metrics come back replicated.
+  Activations carry no constraints: XLA propagates them from the state and batch layouts.
   """
-  mesh = batch_sharding.mesh
-  replicated = NamedSharding(mesh, P())
-
-  def step_fn(state, batch, step):
-    if rules is None:
-      return update_step(state, batch, step)
-    with axis_rules(rules, mesh):
-      return update_step(state, batch, step)
-
-  return jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding, replicated),
+  replicated = NamedSharding(batch_sharding.mesh, P())
+  return jax.jit(update_step, in_shardings=(state_shardings, batch_sharding, replicated),
                  out_shardings=(state_shardings, replicated), donate_argnums=(0,))
 
 
@@ -327,15 +275,6 @@ def _is_numeric(leaf) -> bool:
     return np.dtype(leaf.dtype).kind in "biuf"
   except TypeError:  # typed PRNG keys
     return False
-
-
-def describe(state, shardings) -> str:
-  """One line per array: path, shape, PartitionSpec (logged at start-up)."""
-  lines = []
-  flat_state = jax.tree_util.tree_flatten_with_path(state)[0]
-  for (path, leaf), sharding in zip(flat_state, jax.tree.leaves(shardings)):
-    lines.append(f"{jax.tree_util.keystr(path)} {tuple(leaf.shape)} {sharding.spec}")
-  return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------

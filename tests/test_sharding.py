@@ -84,7 +84,7 @@ def train_tiny(mesh_config, rules, batch: dict, num_steps: int, devices=None):
   batch_sh = sharding.batch_sharding(mesh, rules)
   step_fn = sharding.shard_update_step(
       train.make_update_step(graphdef, ctc_task, optax.constant_schedule(1e-3), seed=0),
-      shardings, batch_sh, rules)
+      shardings, batch_sh)
   device_batch = sharding.to_device(batch, batch_sh)
   compiled = step_fn.lower(state, device_batch, 0).compile()
   losses = []
@@ -208,7 +208,7 @@ def _resume_into_other_meshes(trained: dict, batch: dict, directory: str) -> dic
     batch_sh = sharding.batch_sharding(mesh, rules)
     step_fn = sharding.shard_update_step(
         train.make_update_step(graphdef, ctc_task, optax.constant_schedule(1e-3), seed=0),
-        shardings, batch_sh, rules)
+        shardings, batch_sh)
     losses, params = continue_training(graphdef, resumed, step_fn, batch_sh)
     ref_losses, ref_params = continue_training(ref_graphdef, ref_state, step_fn, batch_sh)
     out[name] = dict(
@@ -362,13 +362,6 @@ def test_mesh_shape_and_config_errors():
   assert sharding.get_rules(cfg) == (("embed", "fsdp"),)
   with pytest.raises(ValueError, match="sharding_preset='zero3'"):
     sharding.get_rules(ml_collections.ConfigDict(dict(sharding_preset="zero3")))
-
-
-def test_constrain_is_a_noop_outside_a_sharded_step():
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from mlasr import sharding  # pylint: disable=import-outside-toplevel
-  x = jnp.ones((4, 3))
-  assert sharding.constrain(x, ("activation_batch", None)) is x
 
 
 if __name__ == "__main__":

@@ -404,7 +404,7 @@ def train_data(data_dir: str, datasets: Sequence[tuple[str, str]], *, split: str
     augment: waveform augmentation (mlasr.data.augment), drawn from (seed, step, shard, row).
   """
   buckets = sorted([tuple(map(int, b)) for b in (buckets or make_buckets())], key=lambda x: x[1])
-  langs = list(langs) if langs is not None else list(dict.fromkeys(l for _, l in datasets))
+  langs = list(langs) if langs is not None else source_languages(datasets)
   long_clips = long_clips or ("drop" if tokenizer is not None else "crop")
   if long_clips not in ("crop", "drop"):
     raise ValueError(f"long_clips must be 'crop' or 'drop', got {long_clips!r}")
@@ -551,7 +551,7 @@ def eval_data(data_dir: str, datasets: Sequence[tuple[str, str]], split: str = "
   buckets = sorted([tuple(map(int, b)) for b in (buckets or make_buckets())], key=lambda x: x[1])
   if batch_size is not None:
     buckets = [(int(batch_size), n) for _, n in buckets]
-  langs = list(langs) if langs is not None else list(dict.fromkeys(l for _, l in datasets))
+  langs = list(langs) if langs is not None else source_languages(datasets)
   report = corpora.DataReport()
   table = _load_table(data_dir, datasets, split, langs, tokenizer or _NonEmpty(), None, report,
                       labels)
@@ -589,15 +589,15 @@ def _text(value) -> str:
   return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
+def source_languages(datasets: Sequence[tuple[str, str]]) -> list[str]:
+  """The datasets' languages in first-seen order: what lang_id indexes unless a config
+  names its languages (`config.data.langs`, see mlasr.data.inputs.languages)."""
+  return list(dict.fromkeys(lang for _, lang in datasets))
+
+
 class _NonEmpty:
   """Stand-in tokenizer for eval without labels: only checks the text is non-empty."""
 
   def encode(self, text: str, lang: str) -> list[int]:
     del lang
     return [1] if text.strip() else []
-
-
-def eval_batches(data_dir: str, datasets: Sequence[tuple[str, str]], split: str = "test",
-                 **kwargs) -> Iterator[dict[str, np.ndarray]]:
-  """Shorthand: eval_data(...).batches()."""
-  return eval_data(data_dir, datasets, split, **kwargs).batches()

@@ -314,9 +314,6 @@ class SentencePieceTokenizer(Tokenizer):
   def model_proto(self) -> bytes:
     return self._proto
 
-  def pieces(self, text: str) -> list[str]:
-    return self._sp.encode(text, out_type=str)
-
   def encode(self, text: str, lang: str) -> list[int]:
     del lang
     return self._sp.encode(text, out_type=int)

@@ -13,7 +13,6 @@ Multilingual options (mlasr/models/adapters.py; every one selects per example by
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Sequence
 
 import jax
@@ -75,7 +74,6 @@ class CTCModel(nnx.Module):
       self.output_mask = None
     self.finetune_masking = finetune_masking
     if finetune_masking is not None:
-      _check_channel_mask_support(finetune_masking)
       # Forked from "dropout": nnx.reseed(model, dropout=...) in mlasr.train fixes the masks.
       self.mask_rngs = rngs["dropout"].fork()
 
@@ -134,16 +132,6 @@ def finetune_masking_config(model_cfg: ml_collections.ConfigDict) -> masking.Mas
   fields = dict(FINETUNE_MASKING_DEFAULTS, **dict(model_cfg.get("finetune_masking", None) or {}))
   cfg = masking.MaskingConfig.from_dict(fields)
   return cfg if cfg.mask_prob > 0 or cfg.mask_channel_prob > 0 else None
-
-
-def _check_channel_mask_support(cfg: masking.MaskingConfig) -> None:
-  if cfg.mask_channel_prob > 0 and "channel_mask" not in inspect.signature(
-      hubert.Encoder.__call__).parameters:
-    raise NotImplementedError(
-        "finetune_masking.mask_channel_prob > 0 needs hubert.Encoder.__call__(..., "
-        "channel_mask=[B, D] bool) zeroing those channels of the projected features after "
-        "the time mask (fairseq apply_mask); this Encoder has no such argument. Set "
-        "mask_channel_prob=0 or add it to mlasr/models/hubert.py.")
 
 
 def finetune_masks(cfg: masking.MaskingConfig, key: jax.Array, encoder: hubert.Encoder,

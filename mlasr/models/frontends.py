@@ -204,8 +204,12 @@ class LogMelFrontend(nnx.Module):
   def __init__(self, cfg, *, rngs: nnx.Rngs):
     if cfg.logmel_subsample not in (2, 4):
       raise ValueError(f"logmel_subsample must be 2 or 4, got {cfg.logmel_subsample}")
-    if cfg.logmel_norm not in ("utterance", "global", "none"):
-      raise ValueError(f"logmel_norm must be utterance|global|none, got {cfg.logmel_norm!r}")
+    if cfg.logmel_norm == "global":
+      raise ValueError("logmel_norm='global' is no longer supported: nothing computed its "
+                       "corpus statistics nor saved them with a checkpoint. Use 'utterance' "
+                       "(per-utterance mean/variance, the default) or 'none'.")
+    if cfg.logmel_norm not in ("utterance", "none"):
+      raise ValueError(f"logmel_norm must be utterance|none, got {cfg.logmel_norm!r}")
     if cfg.subsampler not in ("stack", "conv2d"):
       raise ValueError(f"subsampler must be 'stack' or 'conv2d', got {cfg.subsampler!r}")
     self.cfg = cfg
@@ -216,12 +220,6 @@ class LogMelFrontend(nnx.Module):
       # Forked from "dropout": nnx.reseed(model, dropout=...) in the update step fixes the
       # masks as a function of (seed, step), as it does for dropout.
       self.specaug_rngs = rngs["dropout"].fork()
-    if cfg.logmel_norm == "global":
-      # Corpus statistics, set with `set_global_stats`; not trained.
-      self.global_mean = nnx.Variable(jnp.zeros((cfg.n_mels,)), out_sharding=("norm",),
-                                      eager_sharding=False)
-      self.global_std = nnx.Variable(jnp.ones((cfg.n_mels,)), out_sharding=("norm",),
-                                     eager_sharding=False)
     if cfg.subsampler == "conv2d":
       ch = cfg.subsampler_channels
       init = jax.nn.initializers.he_normal(in_axis=(0, 1, 2), out_axis=3)
@@ -240,11 +238,6 @@ class LogMelFrontend(nnx.Module):
     if cfg.subsampler == "stack":
       return cfg.n_mels * cfg.logmel_subsample
     return cfg.subsampler_channels * int(conv_out_length(conv_out_length(cfg.n_mels, 3, 2), 3, 2))
-
-  def set_global_stats(self, mean, std) -> None:
-    """Sets the corpus mean/std of the log-mel bins ([n_mels] each)."""
-    self.global_mean[...] = jnp.asarray(mean, jnp.float32)
-    self.global_std[...] = jnp.asarray(std, jnp.float32)
 
   @property
   def mel_spec(self) -> features.FrameSpec:
@@ -272,8 +265,6 @@ class LogMelFrontend(nnx.Module):
     mel_mask = lengths_to_mask(self.mel_spec.num_frames(lengths), feats.shape[1])
     if cfg.logmel_norm == "utterance":
       feats = masked_time_norm(feats, mel_mask, 1e-5)
-    elif cfg.logmel_norm == "global":
-      feats = (feats - self.global_mean[...]) / self.global_std[...]
     if self.specaug is not None and not deterministic:
       feats = self.specaug(self.specaug_rngs(), feats, self.mel_spec.num_frames(lengths))
     feats = jnp.where(mel_mask[..., None], feats, 0).astype(self.dtype)

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from mlasr import masking
 from mlasr.features import FrameSpec
 from mlasr.models import frontends, layers
 
@@ -44,7 +45,7 @@ class EncoderConfig:
   win_length: int = 400                 # 25 ms
   hop_length: int = 160                 # 10 ms
   n_mels: int = 80
-  logmel_norm: str = "utterance"        # "utterance" | "global" | "none"
+  logmel_norm: str = "utterance"        # "utterance" | "none"
   logmel_subsample: int = 2             # 2 -> 50 Hz, 4 -> 25 Hz
   subsampler: str = "stack"             # "stack" | "conv2d"
   subsampler_channels: int = 64
@@ -221,7 +222,7 @@ class Encoder(nnx.Module):
     if time_mask is not None:
       x = jnp.where(time_mask[..., None], self.mask_embedding[...].astype(x.dtype), x)
     if channel_mask is not None:  # fine-tuning channel masking (fairseq apply_mask)
-      x = jnp.where(channel_mask[:, None, :], jnp.zeros((), x.dtype), x)
+      x = masking.apply_channel_mask(x, channel_mask)
 
     x = jnp.where(frame_mask[..., None], x, 0)  # as transformers: padding out of the pos conv
     if self.pos_conv is not None:

@@ -80,9 +80,6 @@ class TorchCTC(torch.nn.Module):
       self.register_buffer("dft", torch.from_numpy(basis))
       self.register_buffer("mel_fb", torch.from_numpy(
           frontends.mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels)))
-      if cfg.logmel_norm == "global":
-        put("g_mean", fe.global_mean[...])
-        put("g_std", fe.global_std[...])
       if cfg.subsampler == "conv2d":
         put("sub1", np.asarray(fe.conv1[...]).transpose(3, 2, 0, 1))  # HWIO -> OIHW
         put("sub2", np.asarray(fe.conv2[...]).transpose(3, 2, 0, 1))
@@ -212,8 +209,6 @@ class TorchCTC(torch.nn.Module):
     mel_mask = _lengths_to_mask(mel_len, feats)
     if cfg.logmel_norm == "utterance":
       feats = _masked_time_norm(feats, mel_mask, 1e-5)
-    elif cfg.logmel_norm == "global":
-      feats = (feats - self.w("g_mean")) / self.w("g_std")
     feats = feats * mel_mask[..., None].to(feats.dtype)
     s = cfg.logmel_subsample
     if cfg.subsampler == "stack":
