@@ -241,11 +241,11 @@ def restore_model(workdir: str, step: int | None = None, checkpoint: str = "late
   """
   config = config_lib.load_config(workdir)
   task = importlib.import_module(f"mlasr.tasks.{config.task}")
-  targets = task.setup(config, workdir)
+  task_setup = task.setup(config, workdir)
   model_lib = importlib.import_module(f"mlasr.models.{config.model.name}")
-  model = model_lib.build(config, targets["num_outputs"], nnx.Rngs(params=0, dropout=0),
-                          **targets.get("model_kwargs", {}))
-  tokenizer = targets["tokenizer"]
+  model = model_lib.build(config, task_setup["num_outputs"], nnx.Rngs(params=0, dropout=0),
+                          **task_setup["model_kwargs"])
+  tokenizer = task_setup["tokenizer"]
   step = ckpt_lib.latest_step(workdir, checkpoint) if step is None else step
   if step is None:
     raise FileNotFoundError(f"No checkpoint in {ckpt_lib.checkpoint_dir(workdir, checkpoint)}; "

@@ -97,13 +97,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
   model_lib = importlib.import_module(f"mlasr.models.{config.model.name}")
 
   # ---------------------------------------------------------------------------------------
-  # Input pipeline: corpora -> TFDS array_record -> targets (tokenizer for CTC, cluster
-  # labels for HuBERT) -> grain batches.
+  # Input pipeline: corpora -> TFDS array_record -> what the task needs (a tokenizer for
+  # CTC, a store of cluster labels for HuBERT; mlasr/tasks/__init__.py) -> grain batches.
   # ---------------------------------------------------------------------------------------
   inputs.prepare_sources(config.data)
-  targets = task.setup(config, workdir)
+  task_setup = task.setup(config, workdir)
   train_iter, lang_weights, skipped = inputs.train_iterator(
-      config, targets["tokenizer"], targets["labels"])
+      config, task_setup["tokenizer"], task_setup["label_store"], workdir=workdir)
   writer.write_json("sampling_weights.json", lang_weights)
   logging.info("Training examples skipped by the pipeline:\n%s", skipped.summary())
   logging.info("Language sampling weights (alpha=%s): %s", config.data.alpha, lang_weights)
@@ -114,9 +114,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
   tx, schedule = optim.make_optimizer(config.optim, config.total_steps)
 
   def build():
-    model = model_lib.build(config, targets["num_outputs"],
+    model = model_lib.build(config, task_setup["num_outputs"],
                             nnx.Rngs(params=config.seed, dropout=config.seed + 1),
-                            **targets.get("model_kwargs", {}))
+                            **task_setup["model_kwargs"])
     return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
 
   # --- sharding (mlasr/sharding.py): config.mesh + config.sharding_preset or
@@ -141,7 +141,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
     # sharding: in/out shardings fixed to the state's layout, state donated.
     update_step = sharding_lib.shard_update_step(
         make_update_step(graphdef, task, schedule, config.seed), state_shardings,
-        batch_sharding, rules)
+        batch_sharding)
   else:
     grad_step, apply_step = map(jax.jit, make_accumulation_steps(graphdef, task, schedule,
                                                                  config.seed))
@@ -192,12 +192,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
     graphdef, state = nnx.split((model, optimizer))
     state = jax.device_put(state, state_shardings)
 
-  dev_data = inputs.eval_data(config, config.data.eval_split, targets["labels"])
+  dev_data = inputs.eval_data(config, config.data.eval_split, task_setup["label_store"])
 
   def evaluate_dev(step):
     summary = task.evaluate(
         lambda b: eval_step(state, sharding_lib.to_device(b, batch_sharding), 0), dev_data,
-        targets)
+        task_setup)
     writer.write_scalars(step, summary)
     logging.info("step %d dev: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in summary.items()))
     model, _ = nnx.merge(graphdef, state)

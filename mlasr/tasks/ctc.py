@@ -81,7 +81,7 @@ def setup(config, workdir: str) -> dict:
   """What the model and pipeline need: the tokenizer (trained on first use) and its size."""
   from mlasr.data import inputs  # pylint: disable=import-outside-toplevel
   tokenizer = inputs.get_tokenizer(config, workdir)
-  return dict(num_outputs=tokenizer.vocab_size, tokenizer=tokenizer, labels=None,
+  return dict(num_outputs=tokenizer.vocab_size, tokenizer=tokenizer, label_store=None,
               model_kwargs=model_kwargs(config, tokenizer))
 
 
@@ -93,10 +93,10 @@ def model_kwargs(config, tokenizer) -> dict:
   return dict(langs=langs, output_mask=mask)
 
 
-def evaluate(eval_fn, eval_data, setup_out: dict) -> dict:
+def evaluate(eval_fn, eval_data, task_setup: dict) -> dict:
   """Dev metrics (mlasr.evaluators.asr): `eval_fn` is the jitted eval_step (log-posteriors);
   best-path decoding over each utterance's language, per-language and macro CER/WER."""
-  return evaluator.dev_metrics(eval_fn, eval_data, setup_out["tokenizer"])
+  return evaluator.dev_metrics(eval_fn, eval_data, task_setup["tokenizer"])
 
 
 def loss_fn(model: nnx.Module, batch: dict, train: bool = True):

@@ -92,7 +92,7 @@ def setup(config, workdir: str) -> dict:
   source = config.model.get("targets", "labels")
   if source == "bestrq":
     quantizer = bestrq.BestRQConfig(**dict(config.model.get("bestrq", None) or {}))
-    return dict(num_outputs=quantizer.codebook_size, tokenizer=None, labels=None,
+    return dict(num_outputs=quantizer.codebook_size, tokenizer=None, label_store=None,
                 model_kwargs=dict(bestrq=quantizer))
   if source != "labels":
     raise ValueError(f"config.model.targets={source!r}; use 'labels' or 'bestrq'.")
@@ -102,7 +102,8 @@ def setup(config, workdir: str) -> dict:
     raise ValueError(f"labels in {config.model.labels_dir} are at {store.label_rate} Hz but "
                      f"config.model.label_rate={config.model.get('label_rate', 50.0)}; set it "
                      "to the label rate of the dump.")
-  return dict(num_outputs=store.num_classes, tokenizer=None, labels=store)
+  return dict(num_outputs=store.num_classes, tokenizer=None, label_store=store,
+              model_kwargs={})
 
 
 def eval_step(model: nnx.Module, batch: dict):
@@ -110,10 +111,10 @@ def eval_step(model: nnx.Module, batch: dict):
   return loss_fn(model, batch, train=False)[1]
 
 
-def evaluate(eval_fn, eval_data, setup_out: dict) -> dict:
+def evaluate(eval_fn, eval_data, task_setup: dict) -> dict:
   """Dev loss and accuracies (mlasr.evaluators.masked_prediction), averaged over batches
   weighted by the frames they score."""
-  del setup_out
+  del task_setup
   return evaluator.dev_metrics(eval_fn, eval_data)
 
 

@@ -20,7 +20,7 @@ def setup(config, workdir: str) -> dict:
   del workdir
   from mlasr.data import inputs  # pylint: disable=import-outside-toplevel
   langs = inputs.languages(config.data)
-  return dict(num_outputs=len(langs), tokenizer=None, labels=None,
+  return dict(num_outputs=len(langs), tokenizer=None, label_store=None,
               model_kwargs=model_kwargs(config, None))
 
 
@@ -51,7 +51,7 @@ def eval_step(model: nnx.Module, batch: dict):
   return predict(model, batch)
 
 
-def evaluate(eval_fn, eval_data, setup_out: dict) -> dict:
+def evaluate(eval_fn, eval_data, task_setup: dict) -> dict:
   """Dev accuracy overall and per language (mlasr.evaluators.lid)."""
-  del setup_out
+  del task_setup
   return evaluator.dev_metrics(eval_fn, eval_data)
