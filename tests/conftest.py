@@ -26,9 +26,9 @@ def small_corpus(tmp_path_factory) -> tuple[str, tuple[str, ...]]:
   Shared by the training tests (tests/test_train.py, tests/test_preemption.py); session scope
   so its TFDS datasets are prepared once, by whichever test trains first.
   """
-  import test_tfds_pipeline  # pylint: disable=g-import-not-at-top
+  import corpus_fixture  # pylint: disable=g-import-not-at-top
   root = str(tmp_path_factory.mktemp("corpus"))
-  test_tfds_pipeline._make_corpus(root)  # pylint: disable=protected-access
+  corpus_fixture.make_corpus(root)
   return root, ("commonvoice:hi", "commonvoice:ru", "voxpopuli:it")
 
 
