@@ -23,6 +23,7 @@ add_to=W/adapters_1h --workdir W/adapters_1h_plus_xx
 languages' adapters and heads (adapters.freeze_all_but).
 """
 from mlasr import config_lib
+from mlasr.data import inputs, pipeline
 from mlasr.models import adapters
 
 
@@ -51,11 +52,10 @@ def get_config(arg=None):
     # Frozen for good: no optimizer state, exactly zero updates (optim.freeze).
     config.optim.freeze = (("encoder/.*", -1),)
   if arg.add_to:
-    new_langs = list(dict.fromkeys(s.split(":")[1] for s in config.data.sources))
+    new_langs = pipeline.source_languages(inputs.datasets(config.data))
     base = config_lib.load_config(arg.add_to)
-    config.data.langs = tuple(list(base.data.langs or [s.split(":")[1] for s in
-                                                        base.data.sources]) +
-                              [l for l in new_langs if l not in str(base.data.sources)])
+    base_langs = inputs.languages(base.data)
+    config.data.langs = tuple(base_langs + [l for l in new_langs if l not in base_langs])
     config.init_from, config.init_scope = arg.add_to, "all"
     config.tokenizer.from_dir = f"{arg.add_to}/tokenizer"
     config.model.head = base.model.head

@@ -36,7 +36,7 @@ def languages(data_cfg: ml_collections.ConfigDict) -> list[str]:
   `config.data.langs` when set (a model's languages can be a superset of the data's, e.g.
   when adding a language to a trained multilingual model), else the sources' languages.
   """
-  from_sources = list(dict.fromkeys(lang for _, lang in datasets(data_cfg)))
+  from_sources = pipeline.source_languages(datasets(data_cfg))
   langs = list(data_cfg.get("langs", None) or ())
   if not langs:
     return from_sources
