@@ -98,7 +98,7 @@ def main() -> None:
 
   print(f"\nK={args.k}, batch {args.batch_size}, {jax.device_count()} {jax.default_backend()} "
         f"device(s); inertia per frame of sklearn: {sk_inertia / len(x):.2f}")
-  print(f"| method | fit s | steps/iters | inertia / sklearn | speed-up vs sklearn |")
+  print("| method | fit s | steps/iters | inertia / sklearn | speed-up vs sklearn |")
   print("|---|---:|---:|---:|---:|")
   for name, secs, inertia, steps in rows:
     print(f"| {name} | {secs:.2f} | {steps} | {inertia / sk_inertia:.4f} | "

@@ -28,8 +28,9 @@ import tqdm
 from array_record.python import array_record_module as arm
 
 from data_prep import extract_features
+from mlasr import features
 from mlasr.data import tfds_builder
-from mlasr.targets import align, kmeans as kmeans_lib, labels as labels_lib
+from mlasr.targets import kmeans as kmeans_lib, labels as labels_lib
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def dump(data_dir: str, datasets: Sequence[tuple[str, str, str]], kmeans_dir: st
 
   spec = extract_features.FeatureSpec(**feat_meta["spec"])
   featurizer = None
-  frame_spec = align.FrameSpec.from_json(feat_meta["frame_spec"])
+  frame_spec = features.FrameSpec.from_json(feat_meta["frame_spec"])
   k = len(model.centroids)
   for corpus, lang, split in datasets:
     index_path = os.path.join(labels_dir, labels_lib.index_file(corpus, lang, split))

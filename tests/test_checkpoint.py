@@ -1,5 +1,4 @@
 """Checkpoints are atomic: a process SIGKILLed in the middle of a save leaves the previous one."""
-import os
 import signal
 import subprocess
 import sys

@@ -1,6 +1,5 @@
 """CTC prefix beam search against greedy decoding, brute force, an LM and hotwords."""
 import itertools
-import math
 
 import numpy as np
 import pytest

@@ -165,7 +165,7 @@ def _other_root(root):
   cv = root / "commonvoice" / "en"
   (cv / "clips").mkdir(parents=True)
   texts = ["left front", "right rear", "the quick fox", "side center", "front", "rear left"]
-  rows, clips, speakers = [], [], []
+  rows, clips = [], []
   for k, sentence in enumerate(texts):
     # At most 2 s: all in the run's first bucket, one compiled shape (the test's main cost).
     _tone(cv / "clips" / f"common_voice_en_{k}.wav", 0.8 + 0.2 * k, 200 + 50 * k)

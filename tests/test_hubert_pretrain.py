@@ -1,5 +1,4 @@
 """HuBERT masked prediction: cosine-logit CE against NumPy, masking/padding rules, overfitting."""
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np

@@ -1,7 +1,5 @@
 """N-gram estimation against KenLM's own scoring, normalisation and held-out text."""
-import math
 
-import numpy as np
 import pytest
 
 from mlasr import lm

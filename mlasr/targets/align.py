@@ -29,7 +29,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlasr.features import FrameSpec  # noqa: F401  (data_prep/dump_labels.py reads align.FrameSpec)
 
 
 def _ratio(label_rate: float, frame_rate: float) -> tuple[int, int]:
