@@ -12,14 +12,10 @@ of training on 2 CPU cores; README.md has the table it produced.
 """
 from mlasr import config_lib
 
-# "+"-separated because "," separates config args.
-DEMO_SOURCES = ("commonvoice:en+commonvoice:it+commonvoice:ca+commonvoice:ru+commonvoice:hi+"
-                "commonvoice:mr+commonvoice:te+voxpopuli:cs+voxpopuli:fi")
-
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, root="~/mlasr_data/demo", sources=DEMO_SOURCES, steps=2000,
-                             batch_seconds=30.0, layers=6, tokenizer="char", alpha=0.5,
+  arg = config_lib.parse_arg(arg, root="~/mlasr_data/demo", sources=config_lib.BENCHMARK_SOURCES,
+                             steps=2000, batch_seconds=30.0, layers=6, tokenizer="char", alpha=0.5,
                              dropout=0.0, pos_conv=32)
   config = config_lib.base_ctc_config()
   config.total_steps = arg.steps

@@ -20,13 +20,10 @@ as fairseq's 10 frames at 50 Hz); a far smaller batch and step count; lr 1e-3.
 """
 from mlasr import config_lib
 
-PAPER_SOURCES = ("commonvoice:en+commonvoice:it+commonvoice:ca+commonvoice:ru+commonvoice:hi+"
-                 "commonvoice:mr+commonvoice:te+voxpopuli:cs+voxpopuli:fi")
-
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, root="~/mlasr_data/paper", sources=PAPER_SOURCES, labels="",
-                             label_rate=100.0, targets="labels", steps=3000, preset="tiny",
+  arg = config_lib.parse_arg(arg, root="~/mlasr_data/paper", sources=config_lib.BENCHMARK_SOURCES,
+                             labels="", label_rate=100.0, targets="labels", steps=3000, preset="tiny",
                              layers=6)
   config = config_lib.base_ctc_config()
   config.task = "hubert"

@@ -19,17 +19,22 @@ def experiment(name: str) -> str:
   return next(p for p in EXPERIMENTS if os.path.basename(p) == name)
 
 
+# Every experiment with its defaults, plus the presets an experiment switches between.
+EXPERIMENT_CASES = [(p, "") for p in EXPERIMENTS] + [(experiment("ctc_hubert.py"),
+                                                       "preset=large")]
+
+
 # Small widths keep every architecture's structure but compile and run in seconds.
 TINY_SHAPES = dict(d_model=32, num_layers=1, num_heads=2, ffn_dim=64, pos_conv_kernel=8,
                    pos_conv_groups=4, conv_dim=(16,) * 7)
 
 
-def load_experiment(path: str, root: str, sources: tuple[str, ...]):
+def load_experiment(path: str, root: str, sources: tuple[str, ...], arg: str = ""):
   import importlib.util  # pylint: disable=import-outside-toplevel
   spec = importlib.util.spec_from_file_location("experiment", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  config = module.get_config()
+  config = module.get_config(arg or None)
   config.data.root = root
   config.data.sources = sources
   config.data.train_split = "train"  # the small corpus has no ML-SUPERB subsets of 1 h
@@ -42,10 +47,11 @@ def load_experiment(path: str, root: str, sources: tuple[str, ...]):
   return config
 
 
-@pytest.mark.parametrize("path", EXPERIMENTS, ids=os.path.basename)
-def test_experiment_config_trains(path, small_corpus, tmp_path):
+@pytest.mark.parametrize("path,arg", EXPERIMENT_CASES, ids=[
+    os.path.basename(p) + (f":{a}" if a else "") for p, a in EXPERIMENT_CASES])
+def test_experiment_config_trains(path, arg, small_corpus, tmp_path):
   root, sources = small_corpus
-  config = load_experiment(path, root, sources)
+  config = load_experiment(path, root, sources, arg)
   if config.task == "hubert":  # BEST-RQ targets need no k-means labels (tested below)
     config.model.targets = "bestrq"
     config.model.bestrq = dict(codebook_size=64)
