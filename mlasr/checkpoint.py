@@ -30,13 +30,13 @@ this field existed are threefry (JAX's default, the only one mlasr used).
 """
 from __future__ import annotations
 
-import os
-
 from absl import logging
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
+
+from mlasr import fileio
 
 CHECKPOINTS = ("latest", "best")  # what read_params and `evaluate --checkpoint` accept
 
@@ -85,13 +85,14 @@ class Checkpointer:
 
   def __init__(self, workdir: str, max_to_keep: int = 3, best_metric: str = "dev_cer/macro",
                best_mode: str = "min"):
-    self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    # Orbax takes local and gs:// directories alike (tensorstore writes the arrays).
+    self.directory = fileio.absolute(fileio.join(workdir, "checkpoints"))
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
     self.best_metric = best_metric
     self.best = ocp.CheckpointManager(
-        os.path.abspath(os.path.join(workdir, "best")),
+        fileio.absolute(fileio.join(workdir, "best")),
         options=ocp.CheckpointManagerOptions(
             max_to_keep=1, create=True, best_fn=lambda m: m[best_metric], best_mode=best_mode))
 
@@ -160,15 +161,15 @@ def checkpoint_dir(workdir: str, which: str = "latest") -> str:
   """<workdir>/checkpoints (which="latest") or <workdir>/best (which="best")."""
   if which not in CHECKPOINTS:
     raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {which!r}")
-  return os.path.join(os.path.abspath(os.path.expanduser(workdir)),
-                      "checkpoints" if which == "latest" else "best")
+  return fileio.join(fileio.absolute(workdir, expanduser=True),
+                     "checkpoints" if which == "latest" else "best")
 
 
 def latest_step(workdir: str, which: str = "latest") -> int | None:
   """The newest finished step of a run's checkpoints (or of its best/, which holds one),
   without creating any folders."""
   directory = checkpoint_dir(workdir, which)
-  if not os.path.isdir(directory):
+  if not fileio.isdir(directory):
     return None
   with ocp.CheckpointManager(directory) as manager:
     return manager.latest_step()
@@ -186,7 +187,7 @@ def read_params(workdir: str, step: int | None = None, *, which: str = "latest",
   Raises FileNotFoundError (creating nothing) when the run has no such checkpoint.
   """
   directory = checkpoint_dir(workdir, which)
-  if not os.path.isdir(directory):
+  if not fileio.isdir(directory):
     if which == "best":
       raise FileNotFoundError(f"no best checkpoint in {directory} (written at dev evaluations); "
                               "read the latest one instead")

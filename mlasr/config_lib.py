@@ -13,6 +13,7 @@ import tempfile
 
 import ml_collections
 
+from mlasr import fileio
 from mlasr.data import augment
 
 
@@ -46,35 +47,43 @@ def parse_arg(arg: str | None, lazy: bool = False, **defaults) -> ml_collections
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str, name: str = "config.json"):
-  """Writes the resolved config next to the results; returns the path."""
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, name)
-  with open(path, "w") as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  """Writes the resolved config next to the results; returns the path (local or gs://)."""
+  fileio.makedirs(workdir)
+  path = fileio.join(workdir, name)
+  fileio.write_text(path, config.to_json_best_effort(indent=2, sort_keys=True))
   return path
 
 
 def load_config(workdir: str, name: str = "config.json") -> ml_collections.ConfigDict:
   """The config a run saved. Raises FileNotFoundError naming the folder when it is not a run
   (and the runs inside it, when it is a folder of runs)."""
-  path = os.path.join(workdir, name)
-  if not os.path.isfile(path):
-    if not os.path.isdir(workdir):
+  path = fileio.join(workdir, name)
+  if not fileio.isfile(path):
+    if not fileio.isdir(workdir):
       raise FileNotFoundError(f"{workdir}: no such run folder (--workdir of mlasr.train)")
-    runs = sorted(d for d in os.listdir(workdir) if os.path.isfile(os.path.join(workdir, d, name)))
+    runs = sorted(d for d in fileio.listdir(workdir)
+                  if fileio.isfile(fileio.join(workdir, d, name)))
     hint = (f"; runs inside it: {runs[:10]}" if runs else
             "; pass the --workdir that mlasr.train wrote (it saves config.json first)")
     raise FileNotFoundError(f"{workdir}: not an mlasr run, it has no {name}{hint}")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(json.loads(fileio.read_text(path)))
 
 
 def ensure_writable_dir(path: str, what: str = "--workdir") -> str:
   """Creates `path` if needed and checks a file can be written in it; returns it.
 
   Raises PermissionError naming `what`, the path and the OS reason, before any work is done
-  (a read-only workdir otherwise fails at the first checkpoint or report write).
+  (a read-only workdir otherwise fails at the first checkpoint or report write). A gs:// path
+  is checked by writing and deleting a probe object (no bucket is ever created).
   """
+  if fileio.is_remote(path):
+    try:
+      fileio.check_writable(path)
+    except Exception as e:  # gcsfs: OSError (403), FileNotFoundError, HttpError, auth errors
+      raise PermissionError(f"{what} {path} is not writable ({type(e).__name__}: {e}); "
+                            f"check the bucket name and its permissions, or choose another "
+                            f"{what}") from e
+    return path
   try:
     os.makedirs(path, exist_ok=True)
     with tempfile.TemporaryFile(dir=path):

@@ -44,6 +44,7 @@ from mlasr import checkpoint as ckpt_lib
 from mlasr import decoding
 from mlasr import logs
 from mlasr import config_lib
+from mlasr import fileio
 from mlasr import lm as lm_lib
 from mlasr import sharding as sharding_lib
 from mlasr.data import corpora
@@ -177,6 +178,7 @@ def test_set(config, workdir: str, split: str, data_root: str = "", sources=(),
   splits = [s.strip() for s in split.split(",") if s.strip()]
   if not splits:
     raise ValueError(f"--split={split!r}: name at least one split")
+  fileio.require_local(data_root, "--data_root")
   model_langs = inputs.languages(config.data)
   if manifest:
     if data_root or sources:
@@ -209,6 +211,8 @@ def test_set(config, workdir: str, split: str, data_root: str = "", sources=(),
   out_dir = inputs.data_dir(data_cfg)
   for inside, what in ((workdir, "the run's workdir"), (inputs.data_dir(config.data),
                                                         "the run's data dir")):
+    if fileio.is_remote(inside):
+      continue  # a gs:// workdir: no local TFDS dir lies inside it
     inside = os.path.abspath(os.path.expanduser(inside))
     if root != run_root and (out_dir == inside or out_dir.startswith(inside + os.sep)):
       raise ValueError(f"--data_root={data_root}: its TFDS dir {out_dir} lies inside {what} "
@@ -376,7 +380,11 @@ def run(workdir: str, split: str, n_boot: int = 1000, step: int | None = None,
     return run_lid(config, model, workdir, split, step, tset, checkpoint)
   loaded = load_adapter(model, adapter_file) if adapter_file else None
   model_langs = list(getattr(model, "langs", ()) or inputs.languages(config.data))
-  lm_dir = lm_dir or os.path.join(workdir, "lm")
+  lm_dir = lm_dir or fileio.join(workdir, "lm")
+  if fileio.is_remote(lm_dir) and (decoder == "beam_lm" or (adapter_lang == "auto"
+                                                             and not lid_workdir)):
+    raise ValueError(f"{lm_dir}: KenLM reads its LMs from local files only; copy them "
+                     f"(gsutil cp -r {lm_dir} DIR) and pass --lm_dir=DIR")
   data = tset.data
   if (choose := language_chooser(adapter_lang, model_langs, lid_workdir)) is not None:
     data = _ChosenLanguage(tset.data, choose, model_langs)
@@ -405,10 +413,10 @@ def run(workdir: str, split: str, n_boot: int = 1000, step: int | None = None,
       del u["log_probs"]
   tag_speaker_groups(utts, tset.groups)
   tag_attributes(utts, tset.attributes)
-  meta = dict(workdir=os.path.abspath(workdir), split=split, step=step,
+  meta = dict(workdir=fileio.absolute(workdir), split=split, step=step,
               sources=list(config.data.sources), adapter_lang=adapter_lang or "oracle",
               adapter_file=adapter_file, adapter_file_lang=loaded,
-              lid_workdir=os.path.abspath(lid_workdir) if lid_workdir else "",
+              lid_workdir=fileio.absolute(lid_workdir) if lid_workdir else "",
               decoder=decoder, lm_kind=lm_kind if decoder == "beam_lm" else "", beam=beam,
               hotwords=list(hotwords), checkpoint=checkpoint, restrict_output=restrict_output,
               lid="" if adapter_lang != "auto" else (
@@ -437,8 +445,8 @@ def run(workdir: str, split: str, n_boot: int = 1000, step: int | None = None,
     suffix += f"_{decoder}" + (f"_{lm_kind}" if decoder == "beam_lm" else "")
   suffix += "" if restrict_output else "_unrestricted"
   suffix += "_best" if checkpoint == "best" else ""
-  out_dir = os.path.join(workdir, f"eval_on_{tset.name}{suffix}" if tset.name
-                         else f"eval_{split}{suffix}")
+  out_dir = fileio.join(workdir, f"eval_on_{tset.name}{suffix}" if tset.name
+                        else f"eval_{split}{suffix}")
   paths = report.write_report(results, out_dir, utts)
   paths.update(errors.write(errors.analyze(utts, unknown_chars=unknown, meta=meta), out_dir))
   config_lib.save_config(config, out_dir)
@@ -457,14 +465,14 @@ def run_lid(config, model, workdir: str, split: str, step: int,
   true, pred, speakers = lid.classify(jitted_predict(config, model), tset.data)
   langs = list(model.langs)
   result = dict(lid.scores(true, pred, langs), split=split, step=step, checkpoint=checkpoint,
-                workdir=os.path.abspath(workdir), **tset.meta)
+                workdir=fileio.absolute(workdir), **tset.meta)
   groups = tset.groups
   utt_groups = np.array([groups.get(s, "") for s in speakers], dtype=object)
   result["by_group"] = {g: lid.scores(true[utt_groups == g], pred[utt_groups == g], langs)
                         for g in sorted(set(utt_groups) - {""})}
   suffix = "_best" if checkpoint == "best" else ""
-  out_dir = os.path.join(workdir, f"eval_on_{tset.name}{suffix}" if tset.name
-                         else f"eval_{split}{suffix}")
+  out_dir = fileio.join(workdir, f"eval_on_{tset.name}{suffix}" if tset.name
+                        else f"eval_{split}{suffix}")
   lid.write(result, out_dir)
   config_lib.save_config(config, out_dir)
   print(lid.confusion_markdown(result))

@@ -311,9 +311,13 @@ def tune(workdir: str, lm_dir: str, beam: int = 16, split: str = "dev",
 def main(argv):
   del argv
   from absl import flags  # pylint: disable=import-outside-toplevel
-  from mlasr import config_lib  # pylint: disable=import-outside-toplevel
+  from mlasr import config_lib, fileio  # pylint: disable=import-outside-toplevel
   from mlasr.data import inputs, tfds_builder  # pylint: disable=import-outside-toplevel
   f = flags.FLAGS
+  if fileio.is_remote(f.workdir):  # build_lms and KenLM write and read local files
+    raise ValueError(f"--workdir={f.workdir}: mlasr.lm builds and reads KenLM files on a local "
+                     "disk; copy the run (gsutil cp -r), run mlasr.lm on the copy, and pass "
+                     "its lm/ folder to mlasr.evaluate as --lm_dir")
   if f.tune:
     tune(f.workdir, os.path.join(f.workdir, "lm"), f.beam, kinds=tuple(f.tune_kinds),
          lm_weights=tuple(map(float, f.lm_weights)),

@@ -82,7 +82,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
   # ---------------------------------------------------------------------------------------
   # Set up: output folder, the config used, compilation cache.
   # ---------------------------------------------------------------------------------------
-  config_lib.ensure_writable_dir(workdir, "--workdir")  # a clear error, before any work
+  # Clear errors before any work: a dataset on a bucket (read it through a gcsfuse mount),
+  # a workdir that cannot be written. The workdir itself may be local or gs:// (mlasr/fileio).
+  inputs.check_data_paths(config.data)
+  config_lib.ensure_writable_dir(workdir, "--workdir")
   # Before any key exists: keys made under one implementation do not mix with another's.
   ckpt_lib.set_prng_impl(config.get("prng_impl", "threefry"))
   logs.quiet_libraries()
@@ -205,6 +208,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
     return summary
 
   def save(step):
+    writer.flush()  # metrics up to `step` are in the workdir before its checkpoint is
     model, optimizer = nnx.merge(graphdef, state)
     checkpointer.save(step, ckpt_lib.train_state(model, optimizer), train_iter.get_state(),
                       dict(step=step, config=config.to_json_best_effort()))

@@ -13,6 +13,7 @@ import jax
 import ml_collections
 import tqdm
 
+from mlasr import fileio
 from mlasr.data import augment, corpora, pipeline, tfds_builder
 from mlasr.data import tokenizer as tokenizer_lib
 
@@ -46,12 +47,22 @@ def languages(data_cfg: ml_collections.ConfigDict) -> list[str]:
   return langs
 
 
+def check_data_paths(data_cfg: ml_collections.ConfigDict) -> None:
+  """Raises ValueError for a gs:// (or other remote) config.data.root or data_dir: the
+  array_record reader opens local files only, so a bucket is read through a gcsfuse mount
+  (fileio.require_local says how). Run folders may be remote; datasets may not."""
+  fileio.require_local(data_cfg.get("root", ""), "config.data.root")
+  fileio.require_local(data_cfg.get("data_dir", ""), "config.data.data_dir")
+
+
 def data_dir(data_cfg: ml_collections.ConfigDict) -> str:
+  check_data_paths(data_cfg)
   return os.path.expanduser(data_cfg.data_dir or os.path.join(data_cfg.root, "tfds"))
 
 
 def prepare_sources(data_cfg: ml_collections.ConfigDict) -> list[tuple[str, str]]:
   """Builds the array_record datasets that are missing (only process 0 writes)."""
+  check_data_paths(data_cfg)
   root = os.path.expanduser(data_cfg.root)
   if jax.process_index() == 0:
     todo = datasets(data_cfg)
@@ -106,8 +117,8 @@ def get_tokenizer(config: ml_collections.ConfigDict, workdir: str):
   With `config.tokenizer.from_dir` (a trained model's tokenizer, when adding languages to
   it) that tokenizer is reused; languages it lacks are added (tokenizer.extended_with).
   """
-  out_dir = os.path.join(workdir, "tokenizer")
-  if os.path.exists(os.path.join(out_dir, "tokenizer.json")):
+  out_dir = fileio.join(workdir, "tokenizer")  # local or gs:// (tokenizer.py writes both)
+  if fileio.exists(fileio.join(out_dir, tokenizer_lib.CONFIG_FILE)):
     return tokenizer_lib.load_tokenizer(out_dir)
   texts = {}
   for corpus, lang in datasets(config.data):
@@ -117,7 +128,7 @@ def get_tokenizer(config: ml_collections.ConfigDict, workdir: str):
     texts.setdefault(lang, []).extend(extra)
   tok_cfg = config.tokenizer
   if tok_cfg.get("from_dir"):
-    base = tokenizer_lib.load_tokenizer(os.path.expanduser(tok_cfg.from_dir))
+    base = tokenizer_lib.load_tokenizer(fileio.absolute(tok_cfg.from_dir, expanduser=True))
     tok = base.extended_with(texts)
     tok.save(out_dir)
     return tok
@@ -181,9 +192,9 @@ def train_iterator(config: ml_collections.ConfigDict, tokenizer=None, labels=Non
 
 def write_sampling_weights(train: pipeline.TrainData, workdir: str) -> str:
   """Writes both sampling levels of `train` (TrainData.weights_dict) as JSON; returns the path."""
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, SOURCE_WEIGHTS_FILE)
-  with open(path, "w", encoding="utf-8") as f:
+  fileio.makedirs(workdir)
+  path = fileio.join(workdir, SOURCE_WEIGHTS_FILE)
+  with fileio.open(path, "w", encoding="utf-8") as f:
     json.dump(train.weights_dict(), f, indent=2, sort_keys=True)
   return path
 

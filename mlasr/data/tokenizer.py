@@ -16,13 +16,13 @@ import collections
 import io
 import json
 import logging
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import sentencepiece as spm
 
+from mlasr import fileio
 from mlasr.data.sampling import language_weights
 
 BLANK_ID = 0
@@ -220,10 +220,10 @@ class CharTokenizer(Tokenizer):
     return super().extended_with(texts_by_lang)
 
   def save(self, directory: str) -> None:
-    os.makedirs(directory, exist_ok=True)
+    fileio.makedirs(directory)
     config = {"type": "char", "space_symbol": self.space_symbol, "per_language": self.per_language,
               "vocabs": self._id_to_sym, "lang_chars": self.lang_chars}
-    _write_json(os.path.join(directory, CONFIG_FILE), config)
+    _write_json(fileio.join(directory, CONFIG_FILE), config)
 
   @classmethod
   def load(cls, directory: str) -> CharTokenizer:
@@ -339,19 +339,20 @@ class SentencePieceTokenizer(Tokenizer):
     return sum(len(p.surface) for p in proto.pieces if p.id == UNK_ID)
 
   def save(self, directory: str) -> None:
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, SPM_FILE), "wb") as f:
-      f.write(self._proto)
-    _write_json(os.path.join(directory, CONFIG_FILE),
+    # spm.model before tokenizer.json: a reader that sees tokenizer.json (another host
+    # sharing a gs:// workdir) finds the model complete. SentencePiece itself never opens a
+    # path here: the model goes in and out as bytes (model_proto).
+    fileio.makedirs(directory)
+    fileio.write_bytes(fileio.join(directory, SPM_FILE), self._proto)
+    _write_json(fileio.join(directory, CONFIG_FILE),
                 {**self.config, "type": "sentencepiece", "model_file": SPM_FILE,
                  "vocab_size": self.vocab_size})
 
   @classmethod
   def load(cls, directory: str) -> SentencePieceTokenizer:
     config = _read_config(directory, "sentencepiece")
-    path = os.path.join(directory, config.get("model_file", SPM_FILE))
-    with open(path, "rb") as f:
-      return cls(f.read(), config)
+    return cls(fileio.read_bytes(fileio.join(directory, config.get("model_file", SPM_FILE))),
+               config)
 
 
 def load_tokenizer(directory: str) -> Tokenizer:
@@ -359,7 +360,7 @@ def load_tokenizer(directory: str) -> Tokenizer:
   kind = _read_config(directory)["type"]
   classes = {"char": CharTokenizer, "sentencepiece": SentencePieceTokenizer}
   if kind not in classes:
-    raise ValueError(f"{os.path.join(directory, CONFIG_FILE)}: unknown tokenizer type {kind!r}; "
+    raise ValueError(f"{fileio.join(directory, CONFIG_FILE)}: unknown tokenizer type {kind!r}; "
                      f"expected one of {sorted(classes)}.")
   return classes[kind].load(directory)
 
@@ -413,17 +414,17 @@ def _chars_by_lang(chars: Mapping[str, set[str]]) -> dict[str, str]:
 
 
 def _write_json(path: str, obj: Any) -> None:
-  with open(path, "w", encoding="utf-8") as f:
+  with fileio.open(path, "w", encoding="utf-8") as f:
     json.dump(obj, f, ensure_ascii=False, indent=1, sort_keys=True)
     f.write("\n")
 
 
 def _read_config(directory: str, expected_type: str | None = None) -> dict[str, Any]:
-  path = os.path.join(directory, CONFIG_FILE)
-  if not os.path.exists(path):
+  path = fileio.join(directory, CONFIG_FILE)
+  if not fileio.exists(path):
     raise FileNotFoundError(f"{path} not found: not a tokenizer directory (write one with "
                             "Tokenizer.save or SentencePieceTokenizer.train).")
-  with open(path, encoding="utf-8") as f:
+  with fileio.open(path, encoding="utf-8") as f:
     config = json.load(f)
   if expected_type is not None and config.get("type") != expected_type:
     raise ValueError(f"{path} holds a {config.get('type')!r} tokenizer, not {expected_type!r}; "

@@ -9,11 +9,11 @@ greedy, beam, beam_lm with a char or word LM; with the true or an identified lan
 """
 from __future__ import annotations
 
-import glob
 import json
 import os
 from typing import Any, Mapping, Sequence
 
+from mlasr import fileio
 from mlasr.evaluators import report
 
 _GROUP_NAMES = {"seen": "seen voices", "unseen": "unseen voices", "all": "all"}
@@ -37,7 +37,7 @@ def decoder_name(meta: Mapping[str, Any]) -> str:
 def collect(workdir: str, split: str = "test") -> list[tuple[str, dict[str, Any]]]:
   """(decoder name, results) of every evaluation of `split` in `workdir`, greedy first."""
   found = []
-  for path in sorted(glob.glob(os.path.join(workdir, f"eval_{split}*", report.RESULTS_JSON))):
+  for path in fileio.glob(workdir, f"eval_{split}*/{report.RESULTS_JSON}"):
     suffix = os.path.basename(os.path.dirname(path))[len(f"eval_{split}"):]
     if suffix and not suffix.startswith("_"):
       continue  # eval_test2/ is another split's folder, not a decoder of this one
@@ -85,10 +85,10 @@ def to_markdown(table: Sequence[Mapping[str, Any]]) -> str:
 def write(workdir: str, split: str = "test") -> str:
   table = rows(collect(workdir, split))
   markdown = to_markdown(table)
-  base = os.path.join(workdir, f"compare_{split}")
-  with open(base + ".json", "w", encoding="utf-8") as fh:
+  base = fileio.join(workdir, f"compare_{split}")
+  with fileio.open(base + ".json", "w", encoding="utf-8") as fh:
     json.dump(table, fh, indent=1)
-  with open(base + ".md", "w", encoding="utf-8") as fh:
+  with fileio.open(base + ".md", "w", encoding="utf-8") as fh:
     fh.write(markdown)
   return markdown
 

@@ -29,13 +29,12 @@ from __future__ import annotations
 import collections
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from mlasr import metrics
+from mlasr import fileio, metrics
 from mlasr.evaluators import report
 
 ERRORS_JSON = "errors.json"
@@ -285,26 +284,27 @@ def plot_breakdown(rows: Mapping[str, Mapping[str, Any]], path: str, title: str,
   ax.set_title(title)
   ax.grid(axis="y", alpha=0.3)
   fig.tight_layout()
-  fig.savefig(path)
+  with fileio.open(path, "wb") as f:  # a file object: `path` may be gs:// (matplotlib: local)
+    fig.savefig(f, format="png")
 
 
 def write(analysis: Mapping[str, Any], out_dir: str) -> dict[str, str]:
   """Writes errors.json, errors.md, cer_by_length.png and (with SNR bands) cer_by_snr.png."""
-  os.makedirs(out_dir, exist_ok=True)
-  paths = {ERRORS_JSON: os.path.join(out_dir, ERRORS_JSON),
-           ERRORS_MD: os.path.join(out_dir, ERRORS_MD)}
-  with open(paths[ERRORS_JSON], "w", encoding="utf-8") as f:
+  fileio.makedirs(out_dir)
+  paths = {ERRORS_JSON: fileio.join(out_dir, ERRORS_JSON),
+           ERRORS_MD: fileio.join(out_dir, ERRORS_MD)}
+  with fileio.open(paths[ERRORS_JSON], "w", encoding="utf-8") as f:
     json.dump(report.jsonable(analysis), f, ensure_ascii=False, indent=1, allow_nan=False)
     f.write("\n")
-  with open(paths[ERRORS_MD], "w", encoding="utf-8") as f:
+  with fileio.open(paths[ERRORS_MD], "w", encoding="utf-8") as f:
     f.write(to_markdown(analysis))
   b = analysis["breakdowns"]
   # A plot needs a real spread: one band alone (all clean, all short) is just the total.
   if len(b.get("SNR band", {})) > 1:
-    paths[SNR_PNG] = os.path.join(out_dir, SNR_PNG)
+    paths[SNR_PNG] = fileio.join(out_dir, SNR_PNG)
     plot_breakdown(b["SNR band"], paths[SNR_PNG], "CER by SNR band", "added noise (SNR)")
   if b.get("length"):
-    paths[LENGTH_PNG] = os.path.join(out_dir, LENGTH_PNG)
+    paths[LENGTH_PNG] = fileio.join(out_dir, LENGTH_PNG)
     plot_breakdown(b["length"], paths[LENGTH_PNG], "CER by utterance length", "duration")
   return paths
 

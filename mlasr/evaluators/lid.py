@@ -11,10 +11,11 @@ chose each utterance's adapter.
 from __future__ import annotations
 
 import json
-import os
 
 import jax
 import numpy as np
+
+from mlasr import fileio
 
 
 def classify(predict_fn, eval_data) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str, str]]]:
@@ -67,10 +68,10 @@ def confusion_markdown(result: dict) -> str:
 
 def write(result: dict, out_dir: str) -> dict[str, str]:
   """lid.json and lid.md (the confusion Markdown) in `out_dir`; {name: path}."""
-  os.makedirs(out_dir, exist_ok=True)
-  paths = {name: os.path.join(out_dir, name) for name in ("lid.json", "lid.md")}
-  with open(paths["lid.json"], "w", encoding="utf-8") as f:
+  fileio.makedirs(out_dir)
+  paths = {name: fileio.join(out_dir, name) for name in ("lid.json", "lid.md")}
+  with fileio.open(paths["lid.json"], "w", encoding="utf-8") as f:
     json.dump(result, f, indent=1)
-  with open(paths["lid.md"], "w", encoding="utf-8") as f:
+  with fileio.open(paths["lid.md"], "w", encoding="utf-8") as f:
     f.write(confusion_markdown(result))
   return paths

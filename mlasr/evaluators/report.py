@@ -40,14 +40,13 @@ import collections
 import json
 import logging
 import math
-import os
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from mlasr import metrics
+from mlasr import fileio, metrics
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
@@ -186,12 +185,13 @@ def plot_cer(results: Mapping[str, Any], path: str) -> None:
   ax.set_title(results.get("meta", {}).get("name", "CER by language"))
   ax.grid(axis="y", alpha=0.3)
   fig.tight_layout()
-  fig.savefig(path)
+  with fileio.open(path, "wb") as f:  # a file object: `path` may be gs:// (matplotlib: local)
+    fig.savefig(f, format="png")
 
 
 def write_trn(utts: Sequence[Mapping[str, Any]], out_dir: str) -> dict[str, str]:
   """Writes ref/hyp word and char trn files; returns {name: path}."""
-  os.makedirs(out_dir, exist_ok=True)
+  fileio.makedirs(out_dir)
   ids = [u["utt_id"] for u in utts]
   if len(set(ids)) != len(ids):
     if len({(u["lang"], u["utt_id"]) for u in utts}) != len(ids):
@@ -204,8 +204,8 @@ def write_trn(utts: Sequence[Mapping[str, Any]], out_dir: str) -> dict[str, str]
   paths = {}
   for side in ("ref", "hyp"):
     for kind in ("", ".char"):
-      path = os.path.join(out_dir, f"{side}{kind}.trn")
-      with open(path, "w", encoding="utf-8") as f:
+      path = fileio.join(out_dir, f"{side}{kind}.trn")
+      with fileio.open(path, "w", encoding="utf-8") as f:
         for utt_id, u in zip(ids, utts):
           words = u[side].split()
           if kind:
@@ -220,7 +220,7 @@ def write_per_utt(utts: Sequence[Mapping[str, Any]], path: str) -> None:
   and N, ref, hyp) for analysis."""
   refs, hyps = [u["ref"] for u in utts], [u["hyp"] for u in utts]
   char, word = metrics.char_edits(refs, hyps), metrics.word_edits(refs, hyps)
-  with open(path, "w", encoding="utf-8") as f:
+  with fileio.open(path, "w", encoding="utf-8") as f:
     f.write("utt_id\tlang\tdecoded_lang\tgroup\tchar_errors\tchars\tword_errors\twords\tref\t"
             "hyp\n")
     for i, u in enumerate(utts):
@@ -235,24 +235,24 @@ def write_report(results: Mapping[str, Any], out_dir: str,
 
   Returns {file name: path}.
   """
-  os.makedirs(out_dir, exist_ok=True)
-  paths = {RESULTS_JSON: os.path.join(out_dir, RESULTS_JSON),
-           RESULTS_MD: os.path.join(out_dir, RESULTS_MD), CER_PNG: os.path.join(out_dir, CER_PNG)}
+  fileio.makedirs(out_dir)
+  paths = {RESULTS_JSON: fileio.join(out_dir, RESULTS_JSON),
+           RESULTS_MD: fileio.join(out_dir, RESULTS_MD), CER_PNG: fileio.join(out_dir, CER_PNG)}
   clean = jsonable(results)
-  with open(paths[RESULTS_JSON], "w", encoding="utf-8") as f:
+  with fileio.open(paths[RESULTS_JSON], "w", encoding="utf-8") as f:
     json.dump(clean, f, ensure_ascii=False, indent=1, allow_nan=False)
     f.write("\n")
-  with open(paths[RESULTS_MD], "w", encoding="utf-8") as f:
+  with fileio.open(paths[RESULTS_MD], "w", encoding="utf-8") as f:
     f.write(to_markdown(clean))
   plot_cer(clean, paths[CER_PNG])
   if utts is not None:
     paths.update(write_trn(utts, out_dir))
-    paths["per_utt.tsv"] = os.path.join(out_dir, "per_utt.tsv")
+    paths["per_utt.tsv"] = fileio.join(out_dir, "per_utt.tsv")
     write_per_utt(utts, paths["per_utt.tsv"])
   return paths
 
 
 def read_results(path: str) -> dict[str, Any]:
   """Reads results.json (null rates stay None)."""
-  with open(path, encoding="utf-8") as f:
+  with fileio.open(path, encoding="utf-8") as f:
     return json.load(f)

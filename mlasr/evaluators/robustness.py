@@ -29,6 +29,7 @@ from typing import Callable, Iterator
 import numpy as np
 import soundfile as sf
 
+from mlasr import fileio
 from mlasr.data import augment, inputs
 from mlasr.evaluators import asr, report
 
@@ -141,15 +142,15 @@ def run(workdir: str, split: str = "test", max_per_lang: int = 0, n_boot: int = 
     results[name] = report.build_results(utts, n_boot=n_boot, seed=0,
                                          meta=dict(condition=name, split=split, step=step))
     print(f"{name}: macro CER {100 * results[name]['macro']['cer']['rate']:.1f} %")
-  out_dir = os.path.join(workdir, f"robustness_{split}")
-  os.makedirs(out_dir, exist_ok=True)
+  out_dir = fileio.join(workdir, f"robustness_{split}")
+  fileio.makedirs(out_dir)
   summary = dict(split=split, step=step, max_per_lang=max_per_lang,
                  conditions={k: dict(macro=v["macro"]["cer"],
                                      cer={l: r["cer"]["rate"] for l, r in v["languages"].items()},
                                      utts=v["all"]["utts"]) for k, v in results.items()})
-  with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as fh:
+  with fileio.open(fileio.join(out_dir, "results.json"), "w", encoding="utf-8") as fh:
     json.dump(summary, fh, indent=1)
-  with open(os.path.join(out_dir, "results.md"), "w", encoding="utf-8") as fh:
+  with fileio.open(fileio.join(out_dir, "results.md"), "w", encoding="utf-8") as fh:
     fh.write(to_markdown(summary))
   print(to_markdown(summary), end="")
   return summary
