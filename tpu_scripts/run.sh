@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Starts training on every worker (one process per host, jax.distributed via --distributed).
-#   CONFIG=experiments/demo_ctc.py:root=gs://b/data WORKDIR=gs://b/runs/x tpu_scripts/run.sh \
+#   CONFIG=experiments/demo_ctc.py:root=/tmp/gcsfuse/data WORKDIR=gs://b/runs/x tpu_scripts/run.sh \
 #     [--config.total_steps=20000 ...] [--dry-run]
+# root: a local path on every worker, e.g. a gcsfuse mount of the bucket (datasets are not read
+# from gs://); WORKDIR: a gs:// folder (docs/scaling.md, "Where runs write").
 # Output goes to $LOG_FILE on each worker (tail.sh shows it); checkpoints to WORKDIR, so
 # re-running this command after a preemption resumes.
 source "$(dirname "$0")/common.sh"
