@@ -135,14 +135,14 @@ def check_writable(path) -> None:
 
 
 def require_local(path: str, setting: str) -> None:
-  """Raises ValueError for a remote dataset path: the array_record reader (C++, without
-  TensorFlow) opens local files only, so a bucket must be mounted (gcsfuse) first."""
+  """Raises ValueError for a remote dataset path, saying to mount the bucket with gcsfuse."""
   if path and is_remote(path):
     raise ValueError(
-        f"{setting}={path!r} is on a bucket, which the array_record reader cannot open "
-        "(without TensorFlow it reads local files only). Mount the bucket with gcsfuse, e.g. "
-        "`gcsfuse --implicit-dirs BUCKET /mnt/gcs`, and point the config at the mount "
-        f"({setting}=/mnt/gcs/...). Run folders (--workdir) can be gs:// paths.")
+        f"{setting}={path!r} is on a bucket, which cannot be read directly: the array_record "
+        "reader (without TensorFlow) opens local files only. Mount the "
+        "bucket with gcsfuse, e.g. `gcsfuse --implicit-dirs BUCKET /tmp/gcsfuse`, and point "
+        f"the config at the mount ({setting}=/tmp/gcsfuse/...). Run folders (--workdir) can "
+        "be gs:// paths.")
 
 
 class _QuietGcsfs(logging.Filter):

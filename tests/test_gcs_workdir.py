@@ -277,3 +277,13 @@ def test_remote_paths_stay_remote():
   assert ckpt_lib.checkpoint_dir("gs://b/run", "best") == "gs://b/run/best"
   with pytest.raises(ValueError, match="not supported on a bucket"):
     fileio.open("gs://b/run/metrics.jsonl", "a")  # objects are written whole
+
+
+def test_bucket_label_dirs_are_refused():
+  """HuBERT's k-means labels are array_record shards too: local or a gcsfuse mount."""
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  from mlasr.tasks import hubert  # pylint: disable=import-outside-toplevel
+  config = ml_collections.ConfigDict(dict(model=dict(targets="labels",
+                                                     labels_dir="gs://bkt/labels")))
+  with pytest.raises(ValueError, match=r"config\.model\.labels_dir='gs://bkt/labels'.*gcsfuse"):
+    hubert.setup(config, "gs://bkt/run")

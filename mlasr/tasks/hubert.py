@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from mlasr import fileio
 from mlasr.evaluators import masked_prediction as evaluator  # the dev evaluation of this task
 from mlasr.targets import align
 from mlasr.targets import bestrq
@@ -97,6 +98,8 @@ def setup(config, workdir: str) -> dict:
   if source != "labels":
     raise ValueError(f"config.model.targets={source!r}; use 'labels' or 'bestrq'.")
   from mlasr.targets import labels as labels_lib  # pylint: disable=import-outside-toplevel
+  # array_record label shards: local files (or a gcsfuse mount), like the datasets.
+  fileio.require_local(config.model.labels_dir, "config.model.labels_dir")
   store = labels_lib.LabelStore(os.path.expanduser(config.model.labels_dir))
   if abs(store.label_rate - config.model.get("label_rate", 50.0)) > 1e-6:
     raise ValueError(f"labels in {config.model.labels_dir} are at {store.label_rate} Hz but "
