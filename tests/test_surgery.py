@@ -149,11 +149,7 @@ def test_finetune_masking_is_off_by_default_and_follows_the_dropout_stream():
   np.testing.assert_array_equal(masks[0], masks[1])
   assert not np.array_equal(masks[0], masks[2]) and 0 < masks[0].mean() < 0.9
   channel_cfg = config(finetune_masking=dict(mask_channel_prob=0.5, mask_channel_length=8))
-  if "channel_mask" in ctc.inspect.signature(ctc.hubert.Encoder.__call__).parameters:
-    model = ctc.build(channel_cfg, 5, nnx.Rngs(params=0, dropout=1))
-    mask = ctc.finetune_masks(model.finetune_masking, jax.random.key(0), model.encoder,
-                              audio_mask)["channel_mask"]
-    assert mask.shape == (2, 32) and 0 < float(mask.mean()) < 1
-  else:
-    with pytest.raises(NotImplementedError, match="channel_mask"):
-      ctc.build(channel_cfg, 5, nnx.Rngs(params=0, dropout=1))
+  model = ctc.build(channel_cfg, 5, nnx.Rngs(params=0, dropout=1))
+  mask = ctc.finetune_masks(model.finetune_masking, jax.random.key(0), model.encoder,
+                            audio_mask)["channel_mask"]
+  assert mask.shape == (2, 32) and 0 < float(mask.mean()) < 1
