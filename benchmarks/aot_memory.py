@@ -45,14 +45,14 @@ import optax
 from flax import nnx
 
 from mlasr import optim, sharding, steps
-from mlasr.models import ctc, hubert
+from mlasr.models import ctc, encoder as encoder_lib
 from mlasr.tasks import ctc as ctc_task
 
 SAMPLE_RATE = 16000
 GiB = 2**30
 
 
-def build_fn(enc_cfg: hubert.EncoderConfig, vocab_size: int, seed: int = 0):
+def build_fn(enc_cfg: encoder_lib.EncoderConfig, vocab_size: int, seed: int = 0):
   """() -> (CTCModel, nnx.Optimizer) exactly as mlasr.train builds them (AdamW + clipping)."""
   opt_cfg = ml_collections.ConfigDict(dict(schedule="constant", lr=1e-4, clip_norm=1.0))
 
@@ -168,7 +168,7 @@ def main():
   num_labels = int(args.clip_seconds * args.labels_per_second)
   rows = []
   for model_name in args.models.split(","):
-    enc_cfg = hubert.get_config(model_name, frontend="waveform", dtype=args.dtype)
+    enc_cfg = encoder_lib.get_config(model_name, frontend="waveform", dtype=args.dtype)
     for preset in args.presets.split(","):
       mesh = sharding.make_mesh(preset_mesh(preset, args.tensor))
       row = analyze(build_fn(enc_cfg, args.vocab_size), sharding.PRESETS[preset], mesh,

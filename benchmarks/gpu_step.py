@@ -215,9 +215,9 @@ def components(args, seconds: float) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from flax import nnx  # pylint: disable=import-outside-toplevel
-  from mlasr.models import hubert, layers  # pylint: disable=import-outside-toplevel
+  from mlasr.models import encoder as encoder_lib, layers  # pylint: disable=import-outside-toplevel
 
-  enc = hubert.get_config("base", **(SMOKE_ENCODER if args.smoke else {}))
+  enc = encoder_lib.get_config("base", **(SMOKE_ENCODER if args.smoke else {}))
   frames = ps.num_frames(enc, int(round(seconds * ps.SAMPLE_RATE)))
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.standard_normal((args.batch, frames, enc.d_model)), args.dtype)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mlasr.models import frontends, hubert, layers
+from mlasr.models import encoder as encoder_lib, frontends, layers
 
 
 def _time(fn, repeats: int) -> float:
@@ -36,15 +36,15 @@ def _time(fn, repeats: int) -> float:
   return float(np.median(times))
 
 
-def jax_rtf(cfg: hubert.EncoderConfig, audio: np.ndarray, repeats: int) -> float:
-  model = hubert.Encoder(cfg, rngs=nnx.Rngs(0))
+def jax_rtf(cfg: encoder_lib.EncoderConfig, audio: np.ndarray, repeats: int) -> float:
+  model = encoder_lib.Encoder(cfg, rngs=nnx.Rngs(0))
   graphdef, state = nnx.split(model)
   run = jax.jit(lambda s, a, m: nnx.merge(graphdef, s)(a, m).hidden)
   a, m = jnp.asarray(audio), jnp.ones(audio.shape, bool)
   return _time(lambda: run(state, a, m), repeats) / (audio.size / cfg.sample_rate)
 
 
-def torch_rtf(cfg: hubert.EncoderConfig, audio: np.ndarray, repeats: int) -> float:
+def torch_rtf(cfg: encoder_lib.EncoderConfig, audio: np.ndarray, repeats: int) -> float:
   import torch
   import transformers
 
@@ -127,7 +127,7 @@ def main() -> None:
         json.dump({"kernels_ms": kernels}, f, indent=2)
     return
 
-  tiny = hubert.PRESETS["tiny"]
+  tiny = encoder_lib.PRESETS["tiny"]
   audio = (0.1 * np.random.default_rng(0).standard_normal(
       (args.batch, int(args.seconds * tiny.sample_rate)))).astype(np.float32)
   wave = dataclasses.replace(tiny, frontend="waveform")

@@ -60,9 +60,9 @@ def jax_throughput(encoder: dict, batch: dict, steps: int) -> tuple[float, float
 def torch_throughput(encoder: dict, batch: dict, steps: int) -> float:
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
-  from mlasr.models import hubert  # pylint: disable=import-outside-toplevel
+  from mlasr.models import encoder as encoder_lib  # pylint: disable=import-outside-toplevel
   fields = dict(encoder)
-  cfg = hubert.get_config(fields.pop("preset"), **fields)
+  cfg = encoder_lib.get_config(fields.pop("preset"), **fields)
   hf_cfg = transformers.HubertConfig(
       vocab_size=VOCAB, hidden_size=cfg.d_model, num_hidden_layers=cfg.num_layers,
       num_attention_heads=cfg.num_heads, intermediate_size=cfg.ffn_dim,

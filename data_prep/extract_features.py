@@ -83,7 +83,7 @@ def selected(utt_id: str, fraction: float, seed: int) -> bool:
 
 
 def load_encoder(workdir: str, step: int | None = None, checkpoint: str = "latest"):
-  """The trained `hubert.Encoder` of a workdir (CTC, LID or pretraining run).
+  """The trained `encoder_lib.Encoder` of a workdir (CTC, LID or pretraining run).
 
   Built from config.model.encoder; its parameters are the `encoder` subtree of the run's
   checkpoint (mlasr.checkpoint.read_params: `latest` or `best`; what every model with an
@@ -91,10 +91,10 @@ def load_encoder(workdir: str, step: int | None = None, checkpoint: str = "lates
   """
   from flax import nnx  # pylint: disable=import-outside-toplevel
   from mlasr import checkpoint as ckpt_lib, config_lib  # pylint: disable=import-outside-toplevel
-  from mlasr.models import ctc, hubert  # pylint: disable=import-outside-toplevel
+  from mlasr.models import ctc, encoder as encoder_lib  # pylint: disable=import-outside-toplevel
 
   config = config_lib.load_config(workdir)
-  encoder = hubert.Encoder(ctc.encoder_config(config.model), rngs=nnx.Rngs(params=0, dropout=0))
+  encoder = encoder_lib.Encoder(ctc.encoder_config(config.model), rngs=nnx.Rngs(params=0, dropout=0))
   ckpt_lib.assign_params(encoder, ckpt_lib.read_params(workdir, step, which=checkpoint,
                                                        subtree="encoder"))
   return encoder

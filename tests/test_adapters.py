@@ -9,11 +9,11 @@ import pytest
 from flax import nnx
 
 from mlasr import evaluate, optim
-from mlasr.models import adapters, ctc, hubert, surgery
+from mlasr.models import adapters, ctc, encoder as encoder_lib, surgery
 from mlasr.steps import make_update_step
 from mlasr.tasks import ctc as ctc_task
 
-ENC = hubert.get_config("tiny", num_layers=2, d_model=32, num_heads=2, ffn_dim=64,
+ENC = encoder_lib.get_config("tiny", num_layers=2, d_model=32, num_heads=2, ffn_dim=64,
                         pos_conv_kernel=8, pos_conv_groups=4, conv_module_kernel=5,
                         layer_norm_first=True, dropout=0.0, attention_dropout=0.0,
                         feat_proj_dropout=0.0)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from mlasr.data import augment
-from mlasr.models import frontends, hubert
+from mlasr.models import encoder as encoder_lib, frontends
 
 SR = augment.SAMPLE_RATE
 
@@ -188,10 +188,10 @@ def test_specaugment_masked_fraction_statistics():
 
 
 def test_specaugment_only_in_training():
-  cfg = hubert.get_config("tiny", specaug_freq_masks=2, specaug_time_mask_rate=0.05)
+  cfg = encoder_lib.get_config("tiny", specaug_freq_masks=2, specaug_time_mask_rate=0.05)
   from flax import nnx
-  enc = hubert.Encoder(cfg, rngs=nnx.Rngs(params=0, dropout=1))
-  plain = hubert.Encoder(hubert.get_config("tiny"), rngs=nnx.Rngs(params=0, dropout=1))
+  enc = encoder_lib.Encoder(cfg, rngs=nnx.Rngs(params=0, dropout=1))
+  plain = encoder_lib.Encoder(encoder_lib.get_config("tiny"), rngs=nnx.Rngs(params=0, dropout=1))
   audio = jnp.asarray(np.random.default_rng(0).standard_normal((2, 24000)), jnp.float32)
   mask = jnp.ones_like(audio, bool)
   feats_eval, _ = enc.frontend(audio, mask, deterministic=True)

@@ -18,7 +18,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from mlasr import evaluate, export  # noqa: E402
 from mlasr.data import tokenizer as tokenizer_lib  # noqa: E402
-from mlasr.models import convert_hf, ctc, hubert  # noqa: E402
+from mlasr.models import convert_hf, ctc, encoder as encoder_lib  # noqa: E402
 from mlasr.tasks import ctc as ctc_task  # noqa: E402
 
 LENGTHS = (6400, 4000, 5337)
@@ -125,7 +125,7 @@ def test_import_wav2vec2_for_ctc_head_vocab_and_normalisation(tmp_path):
 
 
 def _mlasr_waveform_model(seed, **enc):
-  cfg = hubert.get_config("base", conv_dim=(32,) * 7, d_model=32, num_layers=2, num_heads=2,
+  cfg = encoder_lib.get_config("base", conv_dim=(32,) * 7, d_model=32, num_layers=2, num_heads=2,
                           ffn_dim=64, pos_conv_kernel=8, pos_conv_groups=4, **enc)
   return cfg
 
@@ -167,7 +167,7 @@ def test_export_to_transformers_logits_and_pipeline(tmp_path):
 
 
 def test_log_mel_conformer_refuses_transformers_with_reason(tmp_path):
-  cfg = hubert.get_config("tiny", d_model=32, num_layers=1, num_heads=2, ffn_dim=64,
+  cfg = encoder_lib.get_config("tiny", d_model=32, num_layers=1, num_heads=2, ffn_dim=64,
                           pos_conv_kernel=8, pos_conv_groups=4, conv_module_kernel=5, n_mels=16)
   tok = tokenizer_lib.CharTokenizer.build({"xx": ["ab"]})
   model = ctc.CTCModel(cfg, tok.vocab_size, 0.0, rngs=nnx.Rngs(0))
@@ -251,7 +251,7 @@ def test_onnx_matches_mlasr_on_padded_batches(tmp_path, kind):
     cfg = _mlasr_waveform_model(0, normalize_waveform=True)
   else:
     # The demo's architecture (log-mel, conformer conv modules), plus the multilingual parts.
-    cfg = hubert.get_config("tiny", d_model=32, num_layers=2, num_heads=2, ffn_dim=64,
+    cfg = encoder_lib.get_config("tiny", d_model=32, num_layers=2, num_heads=2, ffn_dim=64,
                             pos_conv_kernel=8, pos_conv_groups=4, conv_module_kernel=5,
                             n_mels=16, layer_norm_first=True)
     langs = ("aa", "bb")

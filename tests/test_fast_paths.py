@@ -14,7 +14,7 @@ from flax import nnx
 
 from mlasr import checkpoint as ckpt_lib
 from mlasr import features
-from mlasr.models import hubert, layers
+from mlasr.models import encoder as encoder_lib, layers
 
 # Lengths with a full row, partial rows and an all-padding row (a padding example).
 LENGTHS = (37, 20, 1, 0)
@@ -88,13 +88,13 @@ def test_attention_impl_resolution_on_cpu():
 
 def test_encoder_config_reaches_the_layers():
   # Numerics are checked on the layers above and below; here only that the choices arrive.
-  cfg = hubert.get_config("tiny", frontend="waveform", conv_dim=(8,) * 7, d_model=32,
+  cfg = encoder_lib.get_config("tiny", frontend="waveform", conv_dim=(8,) * 7, d_model=32,
                           num_layers=1, num_heads=4, ffn_dim=32, pos_conv_kernel=8,
                           pos_conv_groups=4,
                           conv_module_kernel=0, attention_impl="xla", pos_conv_impl="grouped")
-  model = nnx.eval_shape(lambda: hubert.Encoder(cfg, rngs=nnx.Rngs(params=0, dropout=1)))
+  model = nnx.eval_shape(lambda: encoder_lib.Encoder(cfg, rngs=nnx.Rngs(params=0, dropout=1)))
   assert model.layers[0].attention.impl == "xla" and model.pos_conv.impl == "grouped"
-  default = hubert.PRESETS["tiny"]
+  default = encoder_lib.PRESETS["tiny"]
   assert (default.attention_impl, default.pos_conv_impl) == ("auto", "auto")
 
 

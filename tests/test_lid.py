@@ -5,10 +5,10 @@ from flax import nnx
 from sklearn import metrics as skm
 
 from mlasr.evaluators import lid as lid_eval
-from mlasr.models import hubert, lid as lid_model
+from mlasr.models import encoder as encoder_lib, lid as lid_model
 from mlasr.tasks import lid
 
-ENC = hubert.get_config("tiny", num_layers=1, d_model=32, num_heads=2, ffn_dim=64,
+ENC = encoder_lib.get_config("tiny", num_layers=1, d_model=32, num_heads=2, ffn_dim=64,
                         pos_conv_kernel=8, pos_conv_groups=4, conv_module_kernel=0)
 
 
@@ -59,7 +59,7 @@ def test_statistics_pooling_matches_numpy_over_real_frames():
 
 
 def test_layer_weights_select_layers_and_frozen_encoder_gets_no_gradient():
-  enc = hubert.get_config("tiny", num_layers=2, d_model=32, num_heads=2, ffn_dim=64,
+  enc = encoder_lib.get_config("tiny", num_layers=2, d_model=32, num_heads=2, ffn_dim=64,
                           pos_conv_kernel=8, pos_conv_groups=4, conv_module_kernel=0)
   rng = np.random.default_rng(3)
   audio = rng.normal(0, 0.3, [2, 8000]).astype(np.float32)

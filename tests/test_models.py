@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from mlasr import features
-from mlasr.models import frontends, hubert, layers
+from mlasr.models import encoder as encoder_lib, frontends, layers
 
 SMALL = dict(conv_dim=(32,) * 7, d_model=48, num_layers=2, num_heads=4, ffn_dim=96,
              pos_conv_kernel=16, pos_conv_groups=16)
@@ -16,8 +16,8 @@ AXES = {"embed", "mlp", "heads", "kv", "conv_in", "conv_out", "vocab", "norm", N
 
 
 def _model(frontend="waveform", seed=0, **kw):
-  cfg = hubert.get_config("tiny", frontend=frontend, **{**SMALL, **kw})
-  return hubert.Encoder(cfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
+  cfg = encoder_lib.get_config("tiny", frontend=frontend, **{**SMALL, **kw})
+  return encoder_lib.Encoder(cfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
 
 
 def _audio(lengths, seed=0):
@@ -173,7 +173,7 @@ def test_fast_conv_kernels_match_xla():
 
 
 def test_presets():
-  base, large, tiny = (hubert.PRESETS[k] for k in ("base", "large", "tiny"))
+  base, large, tiny = (encoder_lib.PRESETS[k] for k in ("base", "large", "tiny"))
   assert (base.d_model, base.num_layers, base.layer_norm_first, base.extractor_mode) == \
       (768, 12, False, "default")
   assert (large.d_model, large.num_layers, large.layer_norm_first, large.extractor_mode) == \
@@ -181,4 +181,4 @@ def test_presets():
   assert base.conv_kernel == (10, 3, 3, 3, 3, 2, 2) and base.conv_stride == (5,) + (2,) * 6
   assert tiny.frontend == "logmel"
   with pytest.raises(KeyError, match="known"):
-    hubert.get_config("huge")
+    encoder_lib.get_config("huge")

@@ -39,9 +39,9 @@ def tiny_build_fn(vocab_size: int = 12, seed: int = 0):
   import ml_collections  # pylint: disable=import-outside-toplevel
   from flax import nnx  # pylint: disable=import-outside-toplevel
   from mlasr import optim  # pylint: disable=import-outside-toplevel
-  from mlasr.models import ctc, hubert  # pylint: disable=import-outside-toplevel
+  from mlasr.models import ctc, encoder as encoder_lib  # pylint: disable=import-outside-toplevel
 
-  enc = hubert.get_config("tiny", frontend="waveform", conv_dim=(32, 32), conv_kernel=(10, 4),
+  enc = encoder_lib.get_config("tiny", frontend="waveform", conv_dim=(32, 32), conv_kernel=(10, 4),
                           conv_stride=(5, 4), d_model=64, num_layers=1, num_heads=4, ffn_dim=128,
                           pos_conv_kernel=8, pos_conv_groups=4, conv_module_kernel=0)
   opt_cfg = ml_collections.ConfigDict(dict(schedule="constant", lr=1e-3, clip_norm=1.0))

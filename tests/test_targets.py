@@ -18,7 +18,7 @@ from scipy import signal
 
 from mlasr.data import pipeline, tfds_builder
 from mlasr import features
-from mlasr.models import frontends, hubert
+from mlasr.models import encoder as encoder_lib, frontends
 from mlasr.targets import align, bestrq, labels as labels_lib, mfcc
 
 SENTENCES = ["the quick brown fox jumps over the lazy dog",
@@ -88,10 +88,10 @@ def test_mfcc_batch_is_padding_invariant(speech):
 # ---------------------------------------------------------------- alignment
 
 def _encoder(**kw):
-  cfg = hubert.get_config("tiny", d_model=16, num_layers=1, num_heads=2, ffn_dim=16,
+  cfg = encoder_lib.get_config("tiny", d_model=16, num_layers=1, num_heads=2, ffn_dim=16,
                           pos_conv_kernel=4, pos_conv_groups=2, conv_dim=(8,) * 7, **kw)
   # Abstract (no parameter values computed): frame_lengths only needs the structure/config.
-  return nnx.eval_shape(lambda: hubert.Encoder(cfg, rngs=nnx.Rngs(0)))
+  return nnx.eval_shape(lambda: encoder_lib.Encoder(cfg, rngs=nnx.Rngs(0)))
 
 
 ENCODERS = {"waveform": dict(frontend="waveform"),
@@ -338,7 +338,7 @@ def test_layer_features_from_a_pretraining_workdir(tmp_path):
       preset="tiny", frontend="waveform", conv_dim=(8,) * 7, d_model=16, num_layers=2,
       num_heads=2, ffn_dim=16, pos_conv_kernel=4, pos_conv_groups=2, conv_module_kernel=0))))
   config_lib.save_config(config, str(tmp_path))
-  enc = hubert.Encoder(ctc.encoder_config(config.model), rngs=nnx.Rngs(params=3, dropout=0))
+  enc = encoder_lib.Encoder(ctc.encoder_config(config.model), rngs=nnx.Rngs(params=3, dropout=0))
   ck = ckpt_lib.Checkpointer(str(tmp_path))
   ck.save(5, dict(params=dict(encoder=nnx.to_pure_dict(nnx.state(enc, nnx.Param)),
                               final_proj=np.ones(3, np.float32))), {}, {})

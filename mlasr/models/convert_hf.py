@@ -41,7 +41,7 @@ from flax import nnx
 
 from mlasr.data import tokenizer as tokenizer_lib
 from mlasr.models import adapters as adapters_lib
-from mlasr.models import ctc, hubert
+from mlasr.models import ctc, encoder as encoder_lib
 
 _PREFIXES = ("hubert.", "wav2vec2.", "model.")
 _OURS = ("feature_extractor.", "feature_projection.", "encoder.", "masked_spec_embed")
@@ -51,7 +51,7 @@ HF_ADAPTER_LN_EPS = 1e-5                          # nn.LayerNorm default in Wav2
 
 
 def config_from_hf(hf: dict, *, allow_adapters: bool = False,
-                   **overrides) -> hubert.EncoderConfig:
+                   **overrides) -> encoder_lib.EncoderConfig:
   """Maps a transformers Hubert/Wav2Vec2 config dict to an EncoderConfig.
 
   allow_adapters: accept `adapter_attn_dim` (the caller loads the adapters separately).
@@ -91,7 +91,7 @@ def config_from_hf(hf: dict, *, allow_adapters: bool = False,
       feat_proj_dropout=hf.get("feat_proj_dropout", 0.0), layerdrop=hf.get("layerdrop", 0.1),
       conv_module_kernel=0)
   fields.update(overrides)
-  return hubert.EncoderConfig(**fields)
+  return encoder_lib.EncoderConfig(**fields)
 
 
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
@@ -150,7 +150,7 @@ def _flip3(x):  # torch conv [out, in, K] <-> mlasr [K, in, out]
   return x.transpose(2, 1, 0)
 
 
-def encoder_pairs(model: hubert.Encoder) -> list[Pair]:
+def encoder_pairs(model: encoder_lib.Encoder) -> list[Pair]:
   """Every encoder weight with its transformers name (prefix-free, `encoder.layers.0...`)."""
   cfg = model.config
   if cfg.frontend != "waveform" or cfg.conv_module_kernel or not cfg.pos_conv_kernel:
@@ -244,7 +244,7 @@ def _canonical_pos_conv(sd: dict, errors: list) -> None:
     sd.pop(f"{POS_CONV}.parametrizations.weight.original0")
 
 
-def _fill_encoder(model: hubert.Encoder, sd: dict, path: str, errors: list, used: set):
+def _fill_encoder(model: encoder_lib.Encoder, sd: dict, path: str, errors: list, used: set):
   _canonical_pos_conv(sd, errors)
   _load_pairs(encoder_pairs(model), sd, errors, used, optional=("masked_spec_embed",))
   if "masked_spec_embed" not in sd:
@@ -260,7 +260,7 @@ def _read_hf_config(path: str) -> dict:
     return json.load(f)
 
 
-def load_hf_encoder(path: str, **overrides) -> tuple[hubert.EncoderConfig, hubert.Encoder]:
+def load_hf_encoder(path: str, **overrides) -> tuple[encoder_lib.EncoderConfig, encoder_lib.Encoder]:
   """Builds an mlasr Encoder from a transformers HubertModel/Wav2Vec2Model directory.
 
   `overrides` replace EncoderConfig fields (e.g. dropout=0.0, masked_group_norm=False for
@@ -269,7 +269,7 @@ def load_hf_encoder(path: str, **overrides) -> tuple[hubert.EncoderConfig, huber
   """
   cfg = config_from_hf(_read_hf_config(path), **overrides)
   sd = {_strip(k): v for k, v in read_state_dict(path).items()}
-  model = hubert.Encoder(cfg, rngs=nnx.Rngs(params=0, dropout=0))
+  model = encoder_lib.Encoder(cfg, rngs=nnx.Rngs(params=0, dropout=0))
   used, errors = set(), []
   _fill_encoder(model, sd, path, errors, used)
   if errors:
@@ -374,7 +374,7 @@ class HFImport:
   model: ctc.CTCModel
   tokenizer: tokenizer_lib.CharTokenizer
   langs: tuple[str, ...]          # lang_id order; () for a single-language model
-  encoder_config: hubert.EncoderConfig
+  encoder_config: encoder_lib.EncoderConfig
   adapter_dim: int                # MMS adapter bottleneck (0 = none)
   source: str
 
@@ -517,7 +517,7 @@ def write_workdir(imported: HFImport, workdir: str, lang: str = "und") -> str:
   return workdir
 
 
-def unsupported_by_transformers(cfg: hubert.EncoderConfig) -> str:
+def unsupported_by_transformers(cfg: encoder_lib.EncoderConfig) -> str:
   """Why transformers' Wav2Vec2/HuBERT cannot hold this encoder ('' when it can)."""
   reasons = []
   if cfg.frontend != "waveform":

@@ -23,26 +23,26 @@ from flax import nnx
 
 from mlasr import features, masking
 from mlasr.models import adapters as adapters_lib
-from mlasr.models import hubert
+from mlasr.models import encoder as encoder_lib
 
 MASKED_LOGIT = -1e9
 
 
-def encoder_config(model_cfg: ml_collections.ConfigDict) -> hubert.EncoderConfig:
+def encoder_config(model_cfg: ml_collections.ConfigDict) -> encoder_lib.EncoderConfig:
   fields = dict(model_cfg.encoder)
   preset = fields.pop("preset", "tiny")
-  return hubert.get_config(preset, **fields)
+  return encoder_lib.get_config(preset, **fields)
 
 
 class CTCModel(nnx.Module):
   """HuBERT-style encoder with a linear projection to the CTC vocabulary (id 0 = blank)."""
 
-  def __init__(self, enc_cfg: hubert.EncoderConfig, vocab_size: int, final_dropout: float,
+  def __init__(self, enc_cfg: encoder_lib.EncoderConfig, vocab_size: int, final_dropout: float,
                *, rngs: nnx.Rngs, finetune_masking: masking.MaskingConfig | None = None,
                langs: Sequence[str] = (), adapter_bottleneck: int = 0,
                adapter_blocks: Sequence[int] | None = None, head: str = "shared",
                output_mask: np.ndarray | None = None):
-    self.encoder = hubert.Encoder(enc_cfg, rngs=rngs)
+    self.encoder = encoder_lib.Encoder(enc_cfg, rngs=rngs)
     self.dropout = nnx.Dropout(final_dropout, rngs=rngs)
     self.langs = tuple(langs)
     if (adapter_bottleneck or head != "shared" or output_mask is not None) and not self.langs:
@@ -134,7 +134,7 @@ def finetune_masking_config(model_cfg: ml_collections.ConfigDict) -> masking.Mas
   return cfg if cfg.mask_prob > 0 or cfg.mask_channel_prob > 0 else None
 
 
-def finetune_masks(cfg: masking.MaskingConfig, key: jax.Array, encoder: hubert.Encoder,
+def finetune_masks(cfg: masking.MaskingConfig, key: jax.Array, encoder: encoder_lib.Encoder,
                    audio_mask: jax.Array) -> dict:
   """Encoder keyword arguments {time_mask: [B, F], channel_mask: [B, D]} for one batch."""
   k_time, k_channel = jax.random.split(key)

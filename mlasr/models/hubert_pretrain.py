@@ -32,7 +32,7 @@ from flax import nnx
 
 from mlasr import masking
 from mlasr.features import lengths_to_mask
-from mlasr.models import hubert, layers
+from mlasr.models import encoder as encoder_lib, layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,13 +53,13 @@ class PretrainOutput(NamedTuple):
 class HubertPretrainModel(nnx.Module):
   """HuBERT encoder with masked prediction of cluster targets."""
 
-  def __init__(self, enc_cfg: hubert.EncoderConfig, num_classes: int | Sequence[int], *,
+  def __init__(self, enc_cfg: encoder_lib.EncoderConfig, num_classes: int | Sequence[int], *,
                final_dim: int = 256, logit_temp: float = 0.1, untie_final_proj: bool = False,
                mask_cfg: masking.MaskingConfig = masking.MaskingConfig(),
                label_rate: float = 50.0, loss_cfg: LossConfig = LossConfig(),
                bestrq=None, rngs: nnx.Rngs):
     num_classes = (num_classes,) if isinstance(num_classes, int) else tuple(num_classes)
-    self.encoder = hubert.Encoder(enc_cfg, rngs=rngs)
+    self.encoder = encoder_lib.Encoder(enc_cfg, rngs=rngs)
     self.num_classes = num_classes
     self.final_dim, self.logit_temp = final_dim, logit_temp
     self.untie_final_proj = untie_final_proj and len(num_classes) > 1
@@ -143,7 +143,7 @@ def build(config: ml_collections.ConfigDict, num_classes: int | Sequence[int],
   returns in `model_kwargs` when config.model.targets == "bestrq"."""
   model_cfg = config.model
   fields = dict(model_cfg.encoder)
-  enc_cfg = hubert.get_config(fields.pop("preset", "tiny"), **fields)
+  enc_cfg = encoder_lib.get_config(fields.pop("preset", "tiny"), **fields)
   label_rate = model_cfg.get("label_rate", 50.0)
   if model_cfg.get("targets", "labels") == "bestrq":
     if bestrq is None:

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from mlasr.models import ctc, hubert, layers
+from mlasr.models import ctc, encoder as encoder_lib, layers
 
 POOLINGS = ("mean", "stats")
 
@@ -40,12 +40,12 @@ def pool(hidden: jax.Array, frame_mask: jax.Array, pooling: str) -> jax.Array:
 class LIDModel(nnx.Module):
   """Logits [B, L] over `langs` from time-pooled encoder states."""
 
-  def __init__(self, enc_cfg: hubert.EncoderConfig, langs: Sequence[str], *, layer: int = -1,
+  def __init__(self, enc_cfg: encoder_lib.EncoderConfig, langs: Sequence[str], *, layer: int = -1,
                layer_weights: bool = False, pooling: str = "stats", dropout: float = 0.1,
                train_encoder: bool = False, rngs: nnx.Rngs):
     if pooling not in POOLINGS:
       raise ValueError(f"LID pooling must be one of {POOLINGS}, got {pooling!r}")
-    self.encoder = hubert.Encoder(enc_cfg, rngs=rngs)
+    self.encoder = encoder_lib.Encoder(enc_cfg, rngs=rngs)
     self.langs = tuple(langs)
     self.layer = layer
     self.pooling = pooling

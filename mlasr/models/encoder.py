@@ -1,4 +1,5 @@
-"""HuBERT / wav2vec 2.0 encoder in Flax NNX, with a cheaper log-mel front end option.
+"""The speech encoder of every mlasr model: HuBERT / wav2vec 2.0 in Flax NNX, with conformer
+convolution modules and a cheaper log-mel front end as options.
 
 Semantics follow transformers' `HubertModel` / `Wav2Vec2Model` (and fairseq): front end ->
 (feature LayerNorm) -> Linear -> dropout -> learned mask embedding on masked frames ->
