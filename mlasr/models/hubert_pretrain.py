@@ -34,6 +34,12 @@ from mlasr import masking
 from mlasr.features import lengths_to_mask
 from mlasr.models import encoder as encoder_lib, layers
 
+# Hz of the pretraining targets when a config does not say: fairseq HuBERT Base's 50 Hz
+# (MFCC or hidden-unit labels at the frame rate of its 20 ms conv front end). Experiments
+# state theirs (experiments/hubert_pretrain.py: 100 Hz MFCC labels for the 25 Hz encoder);
+# mlasr.tasks.hubert checks it against the dump's own rate.
+DEFAULT_LABEL_RATE = 50.0
+
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
@@ -56,7 +62,7 @@ class HubertPretrainModel(nnx.Module):
   def __init__(self, enc_cfg: encoder_lib.EncoderConfig, num_classes: int | Sequence[int], *,
                final_dim: int = 256, logit_temp: float = 0.1, untie_final_proj: bool = False,
                mask_cfg: masking.MaskingConfig = masking.MaskingConfig(),
-               label_rate: float = 50.0, loss_cfg: LossConfig = LossConfig(),
+               label_rate: float = DEFAULT_LABEL_RATE, loss_cfg: LossConfig = LossConfig(),
                bestrq=None, rngs: nnx.Rngs):
     num_classes = (num_classes,) if isinstance(num_classes, int) else tuple(num_classes)
     self.encoder = encoder_lib.Encoder(enc_cfg, rngs=rngs)
@@ -144,7 +150,7 @@ def build(config: ml_collections.ConfigDict, num_classes: int | Sequence[int],
   model_cfg = config.model
   fields = dict(model_cfg.encoder)
   enc_cfg = encoder_lib.get_config(fields.pop("preset", "tiny"), **fields)
-  label_rate = model_cfg.get("label_rate", 50.0)
+  label_rate = model_cfg.get("label_rate", DEFAULT_LABEL_RATE)
   if model_cfg.get("targets", "labels") == "bestrq":
     if bestrq is None:
       raise ValueError("config.model.targets='bestrq': pass the quantizer config, "

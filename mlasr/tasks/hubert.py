@@ -20,6 +20,7 @@ from flax import nnx
 
 from mlasr import fileio
 from mlasr.evaluators import masked_prediction as evaluator  # the dev evaluation of this task
+from mlasr.models import hubert_pretrain
 from mlasr.targets import align
 from mlasr.targets import bestrq
 
@@ -101,10 +102,11 @@ def setup(config, workdir: str) -> dict:
   # array_record label shards: local files (or a gcsfuse mount), like the datasets.
   fileio.require_local(config.model.labels_dir, "config.model.labels_dir")
   store = labels_lib.LabelStore(os.path.expanduser(config.model.labels_dir))
-  if abs(store.label_rate - config.model.get("label_rate", 50.0)) > 1e-6:
+  label_rate = config.model.get("label_rate", hubert_pretrain.DEFAULT_LABEL_RATE)
+  if abs(store.label_rate - label_rate) > 1e-6:
     raise ValueError(f"labels in {config.model.labels_dir} are at {store.label_rate} Hz but "
-                     f"config.model.label_rate={config.model.get('label_rate', 50.0)}; set it "
-                     "to the label rate of the dump.")
+                     f"config.model.label_rate={label_rate}; set it to the label rate of the "
+                     "dump.")
   return dict(num_outputs=store.num_classes, tokenizer=None, label_store=store,
               model_kwargs={})
 
