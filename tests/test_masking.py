@@ -126,12 +126,18 @@ def test_determinism_per_key():
   np.testing.assert_array_equal(*ref)
 
 
+def _channel_masks(rng, draws, rows, channels, prob, length, **kw):
+  """`draws` batches of channel masks from the NumPy reference and from jax_channel_mask."""
+  ref = np.stack([masking.compute_mask_indices((rows, channels), None, prob, length, 0, rng,
+                                               **kw) for _ in range(draws)])
+  keys = jax.random.split(jax.random.key(0), draws)
+  got = np.asarray(jax.vmap(lambda k: masking.jax_channel_mask(
+      k, rows, channels, prob, length, **kw))(keys))
+  return ref, got
+
+
 def test_channel_mask_matches_reference_and_zeroes_channels():
-  rng = np.random.default_rng(0)
-  ref = np.stack([masking.compute_mask_indices((4, 192), None, 0.5, 64, 0, rng)
-                  for _ in range(200)])
-  keys = jax.random.split(jax.random.key(0), 200)
-  got = np.asarray(jax.vmap(lambda k: masking.jax_channel_mask(k, 4, 192, 0.5, 64))(keys))
+  ref, got = _channel_masks(np.random.default_rng(0), 200, 4, 192, 0.5, 64)
   assert abs(got.mean() - ref.mean()) < 0.01
   assert np.all(got.sum(-1) == got.sum(-1)[:, :1])  # require_same_masks across the batch
   x = jnp.ones((4, 7, 192))
@@ -167,19 +173,13 @@ def test_channel_spans_are_drawn_per_row_as_current_fairseq():
   # contain a one-span row, and require_same_masks trims all rows to 64 channels: 8.3 %
   # (one draw per batch, the older fairseq, masked 9.2 %).
   rng = np.random.default_rng(0)
-  ref = np.stack([masking.compute_mask_indices((8, 768), None, 0.1, 64, 0, rng)
-                  for _ in range(300)])
-  keys = jax.random.split(jax.random.key(0), 300)
-  got = np.asarray(jax.vmap(lambda k: masking.jax_channel_mask(k, 8, 768, 0.1, 64))(keys))
+  ref, got = _channel_masks(rng, 300, 8, 768, 0.1, 64)
   brute = np.stack([_brute_force_span_counts(rng, 8, 768, 0.1, 64) for _ in range(300)])
   for masks in (ref, got):
     assert abs(masks.mean() - brute.min(-1).mean() / 768) < 0.002
     assert abs(masks.mean() - 64 / 768) < 0.002
   # Without trimming, rows of one batch differ: the per-row span counts follow the brute force.
-  ref = np.stack([masking.compute_mask_indices((8, 768), None, 0.1, 64, 0, rng,
-                                               require_same_masks=False) for _ in range(300)])
-  got = np.asarray(jax.vmap(lambda k: masking.jax_channel_mask(
-      k, 8, 768, 0.1, 64, require_same_masks=False))(keys))
+  ref, got = _channel_masks(rng, 300, 8, 768, 0.1, 64, require_same_masks=False)
   for masks in (ref, got):
     counts = masks.sum(-1)
     assert np.mean(np.any(counts != counts[:, :1], axis=1)) > 0.5  # not one draw per batch
