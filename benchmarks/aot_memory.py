@@ -40,11 +40,10 @@ import time
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 from flax import nnx
 
-from mlasr import optim, sharding, steps
+from mlasr import config_lib, optim, sharding, steps
 from mlasr.models import ctc, encoder as encoder_lib
 from mlasr.tasks import ctc as ctc_task
 
@@ -54,7 +53,8 @@ GiB = 2**30
 
 def build_fn(enc_cfg: encoder_lib.EncoderConfig, vocab_size: int, seed: int = 0):
   """() -> (CTCModel, nnx.Optimizer) exactly as mlasr.train builds them (AdamW + clipping)."""
-  opt_cfg = ml_collections.ConfigDict(dict(schedule="constant", lr=1e-4, clip_norm=1.0))
+  opt_cfg = config_lib.base_config().optim
+  opt_cfg.update(schedule="constant", lr=1e-4, clip_norm=1.0)
 
   def build():
     model = ctc.CTCModel(enc_cfg, vocab_size, 0.0, rngs=nnx.Rngs(params=seed, dropout=seed + 1))

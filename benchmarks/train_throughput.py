@@ -39,7 +39,7 @@ def make_batch(batch: int, seconds: float, labels: int, seed: int = 0) -> dict:
 
 
 def jax_throughput(encoder: dict, batch: dict, steps: int) -> tuple[float, float]:
-  config = config_lib.base_ctc_config()
+  config = config_lib.base_config()
   config.model.encoder = encoder
   model = ctc_model.build(config, VOCAB, nnx.Rngs(params=0, dropout=1))
   tx, schedule = optim.make_optimizer(config.optim, 1000)

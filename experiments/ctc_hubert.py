@@ -22,7 +22,7 @@ def get_config(arg=None):
                              sources="commonvoice:en", steps=20000, lr=0.0)
   if arg.preset not in PEAK_LR:
     raise ValueError(f"preset={arg.preset!r}: use one of {sorted(PEAK_LR)}")
-  config = config_lib.base_ctc_config()
+  config = config_lib.base_config("ctc")
   config.total_steps = arg.steps
   config.eval_every = config.checkpoint_every = 1000
   config.data.root = arg.root

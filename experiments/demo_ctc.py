@@ -17,7 +17,7 @@ def get_config(arg=None):
   arg = config_lib.parse_arg(arg, root="~/mlasr_data/demo", sources=config_lib.BENCHMARK_SOURCES,
                              steps=2000, batch_seconds=30.0, layers=6, tokenizer="char", alpha=0.5,
                              dropout=0.0, pos_conv=32)
-  config = config_lib.base_ctc_config()
+  config = config_lib.base_config("ctc")
   config.total_steps = arg.steps
   config.data.root = arg.root
   config.data.sources = tuple(arg.sources.split("+"))

@@ -25,37 +25,34 @@ def get_config(arg=None):
   arg = config_lib.parse_arg(arg, root="~/mlasr_data/paper", sources=config_lib.BENCHMARK_SOURCES,
                              labels="", label_rate=100.0, targets="labels", steps=3000, preset="tiny",
                              layers=6)
-  config = config_lib.base_ctc_config()
-  config.task = "hubert"
+  config = config_lib.base_config("hubert")
   config.total_steps = arg.steps
   config.eval_every = config.checkpoint_every = max(arg.steps // 5, 1)
   config.data.root = arg.root
   config.data.sources = tuple(arg.sources.split("+"))
   config.data.alpha = 0.5             # XLS-R language balance over all unlabeled audio
-  config.data.long_clips = "crop"     # random crops, hop-aligned with the labels
   config.data.bucket_seconds = (3.0, 4.5, 7.0, 12.0)
   config.data.batch_seconds = 120.0
 
-  config.model.name = "hubert_pretrain"
   config.model.targets = arg.targets  # "labels" (k-means dumps) or "bestrq"
   config.model.labels_dir = arg.labels
   config.model.label_rate = arg.label_rate
   config.model.final_dim = 256
   config.model.logit_temp = 0.1
-  config.model.loss = dict(pred_masked_weight=1.0, pred_nomask_weight=0.0,
+  config.model.loss.update(pred_masked_weight=1.0, pred_nomask_weight=0.0,
                            feature_pen_weight=10.0)
   if arg.preset == "tiny":
     # Pre-LN, as the demo and the fine-tuning configs: at this scale post-LN (Base) sits
     # on plateaus for hundreds of steps (measured for CTC in experiments/demo_ctc.py).
     config.model.encoder = dict(preset="tiny", num_layers=arg.layers, layer_norm_first=True)
-    config.model.masking = dict(mask_prob=0.8, mask_length=5, min_masks=2,
+    config.model.masking.update(mask_prob=0.8, mask_length=5, min_masks=2,
                                 require_same_masks=True)
     config.optim.lr = 1e-3
     config.optim.warmup_steps = arg.steps // 10
     config.optim.clip_norm = 10.0
   else:  # fairseq hubert_base_librispeech.yaml
     config.model.encoder = dict(preset=arg.preset)
-    config.model.masking = dict(mask_prob=0.8, mask_length=10, min_masks=2,
+    config.model.masking.update(mask_prob=0.8, mask_length=10, min_masks=2,
                                 require_same_masks=True)
     config.optim.lr = 5e-4
     config.optim.warmup_steps = 32000

@@ -22,14 +22,11 @@ def get_config(arg=None):
                              layer=-1, layer_weights=1, pooling="stats")
   config = config_lib.finetune_config(
       root=arg.root, sources=arg.sources, split=arg.split, init_from=arg.init_from,
-      steps=arg.steps, layers=arg.layers, lr=arg.lr, freeze_steps=0)
-  config.task = "lid"
-  config.model.name = "lid"
+      steps=arg.steps, layers=arg.layers, lr=arg.lr, freeze_steps=0, task="lid")
   config.model.layer = arg.layer
   config.model.layer_weights = bool(arg.layer_weights)
   config.model.pooling = arg.pooling
   config.model.train_encoder = bool(arg.train_encoder)
-  config.model.finetune_masking = None
   config.data.alpha = 0.0  # LID: balanced languages, as a classifier prior should be
   config.optim.freeze = (() if arg.train_encoder else (("encoder/.*", -1),))
   return config

@@ -269,7 +269,7 @@ def jitted_predict(config, model, fn: str = "predict"):
   graphdef, state = nnx.split(model)
   predict_fn = getattr(task, fn)
   predict = jax.jit(lambda state, batch: predict_fn(nnx.merge(graphdef, state), batch))
-  batch_sharding = sharding_lib.batch_sharding(sharding_lib.make_mesh(config.get("mesh")),
+  batch_sharding = sharding_lib.batch_sharding(sharding_lib.make_mesh(config.mesh),
                                                sharding_lib.get_rules(config))
   return lambda batch: predict(state, sharding_lib.to_device(batch, batch_sharding))
 

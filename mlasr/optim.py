@@ -40,11 +40,11 @@ def tri_stage(peak_lr: float, total_steps: int, phase_ratio=(0.1, 0.4, 0.5),
 def make_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
   name = cfg.schedule
   if name == "tri_stage":
-    return tri_stage(cfg.lr, total_steps, tuple(cfg.get("phase_ratio", (0.1, 0.4, 0.5))))
+    return tri_stage(cfg.lr, total_steps, tuple(cfg.phase_ratio))
   if name == "warmup_cosine":
     return optax.warmup_cosine_decay_schedule(
         0.0, cfg.lr, max(cfg.warmup_steps, 1), max(total_steps, cfg.warmup_steps + 1),
-        end_value=cfg.lr * cfg.get("final_lr_scale", 0.0))
+        end_value=cfg.lr * cfg.final_lr_scale)
   if name == "warmup_polynomial":
     return optax.join_schedules([
         optax.linear_schedule(0.0, cfg.lr, max(cfg.warmup_steps, 1)),
@@ -66,12 +66,11 @@ def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int):
   """
   schedule = make_schedule(cfg, total_steps)
   tx = optax.chain(
-      optax.clip_by_global_norm(cfg.clip_norm) if cfg.get("clip_norm") else optax.identity(),
-      optax.adamw(schedule, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.98),
-                  eps=cfg.get("eps", 1e-6), weight_decay=cfg.get("weight_decay", 0.01)),
+      optax.clip_by_global_norm(cfg.clip_norm) if cfg.clip_norm else optax.identity(),
+      optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay),
   )
   # Fine-tuning freezes (config.optim.freeze): zero updates, no weight decay, for matching params.
-  tx = apply_freeze(tx, cfg.get("freeze", ()))
+  tx = apply_freeze(tx, cfg.freeze)
   return optax.apply_if_finite(tx, max_consecutive_errors=2**30), schedule
 
 

@@ -114,10 +114,9 @@ def make_mesh(mesh_config: Sequence[tuple[str, int]] | None = None,
 
 def get_rules(config) -> tuple[tuple[str, MeshAxes], ...]:
   """`config.logical_axis_rules` if set, else the preset `config.sharding_preset` (default dp)."""
-  explicit = config.get("logical_axis_rules") if hasattr(config, "get") else None
-  if explicit:
-    return tuple((str(name), _as_axes(axes)) for name, axes in explicit)
-  preset = (config.get("sharding_preset") if hasattr(config, "get") else None) or "dp"
+  if config.logical_axis_rules:
+    return tuple((str(name), _as_axes(axes)) for name, axes in config.logical_axis_rules)
+  preset = config.sharding_preset
   if preset not in PRESETS:
     raise ValueError(f"config.sharding_preset={preset!r} is unknown; use one of "
                      f"{sorted(PRESETS)} or set config.logical_axis_rules.")

@@ -87,12 +87,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
   inputs.check_data_paths(config.data)
   config_lib.ensure_writable_dir(workdir, "--workdir")
   # Before any key exists: keys made under one implementation do not mix with another's.
-  ckpt_lib.set_prng_impl(config.get("prng_impl", "threefry"))
+  ckpt_lib.set_prng_impl(config.prng_impl)
   logs.quiet_libraries()
   is_main = jax.process_index() == 0
   if is_main:
     logging.info("Config saved to %s", config_lib.save_config(config, workdir))
-  if config.get("compilation_cache"):
+  if config.compilation_cache:
     jax.config.update("jax_compilation_cache_dir", os.path.expanduser(config.compilation_cache))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
   writer = MetricsWriter(workdir, enabled=is_main)
@@ -124,7 +124,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
 
   # --- sharding (mlasr/sharding.py): config.mesh + config.sharding_preset or
   # config.logical_axis_rules. Parameters and optimizer state are born sharded.
-  mesh = sharding_lib.make_mesh(config.get("mesh"))
+  mesh = sharding_lib.make_mesh(config.mesh)
   rules = sharding_lib.get_rules(config)
   graphdef, state, state_shardings = sharding_lib.create_sharded_state(build, rules, mesh)
   batch_sharding = sharding_lib.batch_sharding(mesh, rules)
@@ -139,7 +139,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
   # ---------------------------------------------------------------------------------------
   # Update step: pure function of (state, batch, step), jitted once per batch shape.
   # ---------------------------------------------------------------------------------------
-  accum_steps = config.get("accum_steps", 1)
+  accum_steps = config.accum_steps
   if accum_steps == 1:
     # sharding: in/out shardings fixed to the state's layout, state donated.
     update_step = sharding_lib.shard_update_step(
@@ -172,7 +172,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
   # the fresh initialisation above.
   # ---------------------------------------------------------------------------------------
   best_metric, best_mode = task.BEST_METRIC
-  checkpointer = ckpt_lib.Checkpointer(workdir, config.get("keep_checkpoints", 3), best_metric,
+  checkpointer = ckpt_lib.Checkpointer(workdir, config.keep_checkpoints, best_metric,
                                        best_mode)
   start_step = 0
   if (latest := checkpointer.latest_step()) is not None:
@@ -184,12 +184,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
     start_step = int(meta["step"])
     graphdef, state = nnx.split((model, optimizer))
     logging.info("Resumed from %s at step %d", checkpointer.directory, start_step)
-  elif config.get("init_from"):
+  elif config.init_from:
     # Surgery: a pretrained encoder into this model (heads dropped / freshly initialised),
     # or (init_scope="all") every parameter the checkpoint has, e.g. to add a language.
     model, optimizer = nnx.merge(graphdef, state)
     params = ckpt_lib.read_params(config.init_from)
-    report = (surgery.load_matching(model, params) if config.get("init_scope") == "all"
+    report = (surgery.load_matching(model, params) if config.init_scope == "all"
               else surgery.load_pretrained_encoder(model, params))
     writer.write_json("init_from.json", dict(init_from=config.init_from, **vars(report)))
     graphdef, state = nnx.split((model, optimizer))
@@ -236,7 +236,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
       writer.write_scalars(step + 1, scalars)
       progress.set_postfix(loss=f"{scalars['loss']:.3f}",
                            x_rt=f"{scalars['audio_seconds_per_second']:.0f}")
-      if scalars["nonfinite_in_a_row"] >= config.get("max_nonfinite_steps", 20):
+      if scalars["nonfinite_in_a_row"] >= config.max_nonfinite_steps:
         raise FloatingPointError(
             f"{int(scalars['nonfinite_in_a_row'])} steps in a row had NaN/inf gradients (up to "
             f"step {step + 1}); they were skipped, but training is not recovering. Lower "

@@ -3,12 +3,11 @@ import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
 
-from mlasr import evaluate, optim
+from mlasr import config_lib, evaluate, optim
 from mlasr.models import adapters, ctc, encoder as encoder_lib, surgery
 from mlasr.steps import make_update_step
 from mlasr.tasks import ctc as ctc_task
@@ -99,8 +98,8 @@ def test_adapters_only_on_chosen_blocks_and_identity_at_init():
 
 
 def _train(model, freeze_rules, batches, steps=3, lr=1e-2):
-  cfg = ml_collections.ConfigDict(dict(schedule="constant", lr=lr, clip_norm=1.0,
-                                       weight_decay=0.1, freeze=freeze_rules))
+  cfg = config_lib.base_config().optim
+  cfg.update(schedule="constant", lr=lr, clip_norm=1.0, weight_decay=0.1, freeze=freeze_rules)
   tx, schedule = optim.make_optimizer(cfg, steps)
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   graphdef, state = nnx.split((model, optimizer))

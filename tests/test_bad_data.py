@@ -253,7 +253,7 @@ def test_report_survives_a_death_before_it_was_written(tmp_path, monkeypatch):
 
 
 def _data_cfg(root, **kw):
-  cfg = config_lib.base_ctc_config().data
+  cfg = config_lib.base_config().data
   cfg.root, cfg.sources, cfg.prepare_workers = root, ("commonvoice:tw",), 1
   cfg.update(kw)
   return cfg
@@ -332,7 +332,7 @@ def test_read_only_workdir(tmp_path):
   from mlasr import train  # pylint: disable=g-import-not-at-top
   workdir = _read_only_dir(tmp_path)
   with pytest.raises(PermissionError, match="--workdir .* is not writable") as e:
-    train.run(config_lib.base_ctc_config(), workdir)
+    train.run(config_lib.base_config(), workdir)
   assert workdir in str(e.value)
 
 

@@ -193,7 +193,7 @@ def _gs_folders(tmp_path, *parents) -> list[str]:
 @pytest.mark.slow
 def test_train_resume_evaluate_on_a_bucket(small_corpus, gcs_emulator, tmp_path):
   root, sources = small_corpus
-  data = config_lib.base_ctc_config().data
+  data = config_lib.base_config().data
   data.root, data.sources, data.train_split = root, sources, "train"
   inputs.prepare_sources(data)  # once here, not by every process below
   cwd = tmp_path / "cwd"  # where a relative `gs:/bkt/run` of abspath("gs://...") would land
@@ -256,7 +256,7 @@ def test_bucket_data_paths_are_refused(setting, small_corpus, tmp_path):
   """A gs:// data root or TFDS dir fails before any work, saying to mount it with gcsfuse."""
   from mlasr import train  # pylint: disable=import-outside-toplevel
   root, sources = small_corpus
-  config = config_lib.base_ctc_config()
+  config = config_lib.base_config()
   config.data.root, config.data.sources = root, sources
   config.data[setting] = "gs://bkt/data"
   with pytest.raises(ValueError, match=rf"config\.data\.{setting}='gs://bkt/data'.*gcsfuse"):
@@ -281,9 +281,8 @@ def test_remote_paths_stay_remote():
 
 def test_bucket_label_dirs_are_refused():
   """HuBERT's k-means labels are array_record shards too: local or a gcsfuse mount."""
-  import ml_collections  # pylint: disable=import-outside-toplevel
   from mlasr.tasks import hubert  # pylint: disable=import-outside-toplevel
-  config = ml_collections.ConfigDict(dict(model=dict(targets="labels",
-                                                     labels_dir="gs://bkt/labels")))
+  config = config_lib.base_config("hubert")
+  config.model.labels_dir = "gs://bkt/labels"
   with pytest.raises(ValueError, match=r"config\.model\.labels_dir='gs://bkt/labels'.*gcsfuse"):
     hubert.setup(config, "gs://bkt/run")

@@ -1,11 +1,11 @@
 """HuBERT masked prediction: cosine-logit CE against NumPy, masking/padding rules, overfitting."""
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
 from flax import nnx
 
+from mlasr import config_lib
 from mlasr.models import hubert_pretrain
 from mlasr.targets import align
 from mlasr.tasks import hubert as task
@@ -21,9 +21,9 @@ encode = nnx.jit(lambda enc, audio, audio_mask, time_mask: enc(
 def make_model(frontend="waveform", num_classes=K, **model_fields):
   enc = dict(preset="tiny", frontend=frontend, **TINY)
   enc.update(model_fields.pop("encoder", {}))
-  config = ml_collections.ConfigDict(dict(model=dict(
-      encoder=enc, final_dim=8, label_rate=50.0,
-      masking=dict(mask_prob=0.65, mask_length=3, min_masks=1), **model_fields)))
+  config = config_lib.base_config("hubert")
+  config.model.update(encoder=enc, final_dim=8, label_rate=50.0, **model_fields)
+  config.model.masking.update(mask_prob=0.65, mask_length=3, min_masks=1)
   return hubert_pretrain.build(config, num_classes, nnx.Rngs(params=0, dropout=1))
 
 

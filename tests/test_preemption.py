@@ -96,7 +96,7 @@ def _logged_step(log: str, pattern: str) -> int:
 
 def test_sigterm_then_sigkill_then_resume_is_bit_identical(small_corpus, tmp_path):
   root, sources = small_corpus
-  data = config_lib.base_ctc_config().data
+  data = config_lib.base_config().data
   data.root, data.sources, data.train_split = root, sources, "train"
   inputs.prepare_sources(data)  # once here, not raced by the processes below
   cache = str(tmp_path / "jax_cache")

@@ -168,7 +168,7 @@ def test_release_without_train_tsv(tmp_path):
 def test_prepare_with_train_from_validated_and_text_corpora(tmp_path):
   root = str(tmp_path)
   _, seconds = _release(root)
-  cfg = config_lib.base_ctc_config().data
+  cfg = config_lib.base_config().data
   cfg.root, cfg.sources, cfg.prepare_workers, cfg.train_from_validated = (
       root, ("commonvoice:tw",), 1, True)
   inputs.prepare_sources(cfg)

@@ -36,15 +36,15 @@ NUM_STEPS = 2
 # ------------------------------------------------------------------------------------------
 def tiny_build_fn(vocab_size: int = 12, seed: int = 0):
   """() -> (CTCModel, Optimizer): a small waveform HuBERT + CTC head, AdamW as in training."""
-  import ml_collections  # pylint: disable=import-outside-toplevel
   from flax import nnx  # pylint: disable=import-outside-toplevel
-  from mlasr import optim  # pylint: disable=import-outside-toplevel
+  from mlasr import config_lib, optim  # pylint: disable=import-outside-toplevel
   from mlasr.models import ctc, encoder as encoder_lib  # pylint: disable=import-outside-toplevel
 
   enc = encoder_lib.get_config("tiny", frontend="waveform", conv_dim=(32, 32), conv_kernel=(10, 4),
                           conv_stride=(5, 4), d_model=64, num_layers=1, num_heads=4, ffn_dim=128,
                           pos_conv_kernel=8, pos_conv_groups=4, conv_module_kernel=0)
-  opt_cfg = ml_collections.ConfigDict(dict(schedule="constant", lr=1e-3, clip_norm=1.0))
+  opt_cfg = config_lib.base_config().optim
+  opt_cfg.update(schedule="constant", lr=1e-3, clip_norm=1.0)
 
   def build():
     model = ctc.CTCModel(enc, vocab_size, 0.1, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
@@ -346,8 +346,7 @@ def test_rules_fall_back_and_never_crash_on_awkward_sizes():
 
 
 def test_mesh_shape_and_config_errors():
-  import ml_collections  # pylint: disable=import-outside-toplevel
-  from mlasr import sharding  # pylint: disable=import-outside-toplevel
+  from mlasr import config_lib, sharding  # pylint: disable=import-outside-toplevel
   assert sharding.mesh_shape([("data", -1), ("fsdp", 2), ("tensor", 1)], 8) == \
       dict(data=4, fsdp=2, tensor=1)
   with pytest.raises(ValueError, match="more than one -1"):
@@ -356,12 +355,15 @@ def test_mesh_shape_and_config_errors():
     sharding.mesh_shape([("data", -1), ("fsdp", 3)], 8)
   with pytest.raises(ValueError, match="needs 4 devices but 8"):
     sharding.mesh_shape([("data", 2), ("fsdp", 2)], 8)
-  cfg = ml_collections.ConfigDict(dict(sharding_preset="fsdp"))
+  cfg = config_lib.base_config()
+  assert sharding.get_rules(cfg) == sharding.PRESETS["dp"]
+  cfg.sharding_preset = "fsdp"
   assert sharding.get_rules(cfg) == sharding.PRESETS["fsdp"]
-  cfg = ml_collections.ConfigDict(dict(logical_axis_rules=[("embed", ["fsdp"])]))
+  cfg.logical_axis_rules = [("embed", ["fsdp"])]  # explicit rules replace the preset
   assert sharding.get_rules(cfg) == (("embed", "fsdp"),)
+  cfg.logical_axis_rules, cfg.sharding_preset = (), "zero3"
   with pytest.raises(ValueError, match="sharding_preset='zero3'"):
-    sharding.get_rules(ml_collections.ConfigDict(dict(sharding_preset="zero3")))
+    sharding.get_rules(cfg)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,12 @@
 """Pretraining -> CTC surgery, reading params from a checkpoint, freezing, fine-tuning masks."""
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
 from flax import nnx
 
-from mlasr import checkpoint as ckpt_lib
+from mlasr import checkpoint as ckpt_lib, config_lib
 from mlasr import optim
 from mlasr.models import ctc, hubert_pretrain, surgery
 
@@ -16,11 +15,20 @@ TINY = dict(preset="tiny", frontend="waveform", d_model=32, num_layers=1, num_he
             conv_module_kernel=3)
 
 
-def config(**model_fields):
-  model = dict(encoder=dict(TINY), final_dim=8, final_dropout=0.0)
+def config(task="ctc", **model_fields):
+  """base_config(task) with the tiny encoder; dict values update that block of config.model."""
+  c = config_lib.base_config(task)
+  c.model.encoder = dict(TINY)
+  if task == "hubert":
+    c.model.final_dim = 8
+  else:
+    c.model.final_dropout = 0.0
   for k, v in model_fields.items():
-    model[k] = dict(model[k], **v) if isinstance(v, dict) and k in model else v
-  return ml_collections.ConfigDict(dict(model=model))
+    if isinstance(v, dict):
+      c.model[k].update(v)
+    else:
+      c.model[k] = v
+  return c
 
 
 def pure(model):
@@ -29,7 +37,7 @@ def pure(model):
 
 @pytest.fixture(scope="module")
 def pretrained():
-  model = hubert_pretrain.build(config(), 10, nnx.Rngs(params=1, dropout=2))
+  model = hubert_pretrain.build(config("hubert"), 10, nnx.Rngs(params=1, dropout=2))
   return jax.tree.map(np.asarray, pure(model))
 
 
@@ -73,7 +81,7 @@ def test_mismatches_raise_listing_every_key(pretrained):
 
 
 def test_read_params_from_a_pretraining_checkpoint(tmp_path):
-  model = hubert_pretrain.build(config(), 10, nnx.Rngs(params=3, dropout=4))
+  model = hubert_pretrain.build(config("hubert"), 10, nnx.Rngs(params=3, dropout=4))
   optimizer = nnx.Optimizer(model, optax.adamw(1e-3), wrt=nnx.Param)
   checkpointer = ckpt_lib.Checkpointer(str(tmp_path))
   checkpointer.save(7, ckpt_lib.train_state(model, optimizer), {"iter": 0}, {"step": 7})

@@ -54,7 +54,7 @@ def test_experiment_config_trains(path, arg, small_corpus, tmp_path):
   config = load_experiment(path, root, sources, arg)
   if config.task == "hubert":  # BEST-RQ targets need no k-means labels (tested below)
     config.model.targets = "bestrq"
-    config.model.bestrq = dict(codebook_size=64)
+    config.model.bestrq.codebook_size = 64
   dev = train.run(config, str(tmp_path))
   assert all(np.isfinite(v) for v in dev.values()) and dev
   assert os.path.exists(tmp_path / "sampling_weights_sources.json")  # both sampling levels

@@ -1,7 +1,6 @@
 """Update-step mechanics without the data pipeline: accumulation equals a big batch; NaN guard."""
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from flax import nnx
 
@@ -13,13 +12,13 @@ VOCAB = 12
 
 
 def tiny_config():
-  config = config_lib.base_ctc_config()
+  config = config_lib.base_config()
   config.model.encoder = dict(preset="tiny", d_model=32, num_layers=1, num_heads=2, ffn_dim=64,
                               pos_conv_kernel=8, pos_conv_groups=4, dropout=0.0,
                               attention_dropout=0.0, feat_proj_dropout=0.0)
   config.model.final_dropout = 0.0
-  config.optim = ml_collections.ConfigDict(dict(
-      schedule="constant", lr=1e-3, warmup_steps=0, weight_decay=0.01, clip_norm=0.0))
+  config.optim.update(schedule="constant", lr=1e-3, warmup_steps=0, weight_decay=0.01,
+                      clip_norm=0.0)
   return config
 
 

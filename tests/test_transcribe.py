@@ -370,7 +370,7 @@ def tiny_run(tmp_path_factory):
   from mlasr.models import ctc as ctc_model  # pylint: disable=import-outside-toplevel
   from mlasr.tasks import ctc as ctc_task  # pylint: disable=import-outside-toplevel
   workdir = str(tmp_path_factory.mktemp("tiny_run"))
-  config = config_lib.base_ctc_config()
+  config = config_lib.base_config()
   config.data.sources = ("commonvoice:en", "commonvoice:ru")
   config.data.bucket_seconds = (2.0, 4.0)  # segments of at most 4 s, two compiled shapes
   config.data.batch_seconds = 8.0

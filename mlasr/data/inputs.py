@@ -38,7 +38,7 @@ def languages(data_cfg: ml_collections.ConfigDict) -> list[str]:
   when adding a language to a trained multilingual model), else the sources' languages.
   """
   from_sources = pipeline.source_languages(datasets(data_cfg))
-  langs = list(data_cfg.get("langs", None) or ())
+  langs = list(data_cfg.langs or ())
   if not langs:
     return from_sources
   if missing := [l for l in from_sources if l not in langs]:
@@ -51,8 +51,8 @@ def check_data_paths(data_cfg: ml_collections.ConfigDict) -> None:
   """Raises ValueError for a gs:// (or other remote) config.data.root or data_dir: the
   array_record reader opens local files only, so a bucket is read through a gcsfuse mount
   (fileio.require_local says how). Run folders may be remote; datasets may not."""
-  fileio.require_local(data_cfg.get("root", ""), "config.data.root")
-  fileio.require_local(data_cfg.get("data_dir", ""), "config.data.data_dir")
+  fileio.require_local(data_cfg.root, "config.data.root")
+  fileio.require_local(data_cfg.data_dir, "config.data.data_dir")
 
 
 def data_dir(data_cfg: ml_collections.ConfigDict) -> str:
@@ -69,14 +69,14 @@ def prepare_sources(data_cfg: ml_collections.ConfigDict) -> list[tuple[str, str]
     for corpus, lang in tqdm.tqdm(todo, desc="prepare", unit="dataset",
                                   disable=len(todo) < 2):
       tfds_builder.prepare(root, data_dir(data_cfg), corpus, lang,
-                           num_workers=data_cfg.get("prepare_workers", 1),
-                           train_from_validated=data_cfg.get("train_from_validated", False))
+                           num_workers=data_cfg.prepare_workers,
+                           train_from_validated=data_cfg.train_from_validated)
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
     multihost_utils.sync_global_devices("mlasr_prepare_sources")
   # Before any model is built: a release whose dev.tsv holds only a header has no dev split.
   for setting in ("train_split", "eval_split"):
-    if data_cfg.get(setting):
+    if data_cfg[setting]:
       require_split(data_cfg, data_cfg[setting], f"config.data.{setting}")
   return datasets(data_cfg)
 
@@ -127,7 +127,7 @@ def get_tokenizer(config: ml_collections.ConfigDict, workdir: str):
   for lang, extra in tokenizer_text(config.data).items():
     texts.setdefault(lang, []).extend(extra)
   tok_cfg = config.tokenizer
-  if tok_cfg.get("from_dir"):
+  if tok_cfg.from_dir:
     base = tokenizer_lib.load_tokenizer(fileio.absolute(tok_cfg.from_dir, expanduser=True))
     tok = base.extended_with(texts)
     tok.save(out_dir)
@@ -142,7 +142,7 @@ def tokenizer_text(data_cfg: ml_collections.ConfigDict) -> dict[str, list[str]]:
   config.data.tokenizer_text ("validated_sentences", "unvalidated_sentences"), per language,
   as prepare() wrote them (without dev/test or reported sentences); {} by default."""
   from mlasr.data import text as text_lib  # pylint: disable=import-outside-toplevel
-  names = list(data_cfg.get("tokenizer_text", None) or ())
+  names = list(data_cfg.tokenizer_text or ())
   if bad := [n for n in names if n not in corpora.TEXT_CORPORA]:
     raise ValueError(f"config.data.tokenizer_text: unknown {bad}; known: {corpora.TEXT_CORPORA}")
   out = {}
@@ -182,9 +182,9 @@ def train_iterator(config: ml_collections.ConfigDict, tokenizer=None, labels=Non
       langs=languages(config.data), tokenizer=tokenizer, labels=labels, alpha=config.data.alpha,
       buckets=buckets(config.data), seed=config.seed, shard_index=jax.process_index(),
       shard_count=jax.process_count(), worker_count=config.data.worker_count,
-      long_clips=config.data.get("long_clips"),
-      augment=augment.AugmentConfig.from_dict(config.data.get("augment", None)),
-      source_alpha=config.data.get("source_alpha", 1.0))
+      long_clips=config.data.long_clips,
+      augment=augment.AugmentConfig.from_dict(config.data.augment),
+      source_alpha=config.data.source_alpha)
   if workdir and jax.process_index() == 0:
     write_sampling_weights(train, workdir)
   return train.iterator(), train.weights, train.report

@@ -498,7 +498,7 @@ def write_workdir(imported: HFImport, workdir: str, lang: str = "und") -> str:
   from mlasr import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
   from mlasr import config_lib  # pylint: disable=import-outside-toplevel
   workdir = os.path.expanduser(workdir)
-  config = config_lib.base_ctc_config()
+  config = config_lib.base_config("ctc")
   fields = dataclasses.asdict(imported.encoder_config)
   config.model.encoder = dict(preset="base", **fields)
   config.model.final_dropout = 0.0

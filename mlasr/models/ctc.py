@@ -108,29 +108,20 @@ class CTCModel(nnx.Module):
 def build(config: ml_collections.ConfigDict, vocab_size: int, rngs: nnx.Rngs, *,
           langs: Sequence[str] = (), output_mask: np.ndarray | None = None) -> CTCModel:
   """The CTC model of `config.model`; `langs` and `output_mask` come from tasks.ctc.setup."""
-  adapter_cfg = dict(config.model.get("adapters", None) or {})
-  return CTCModel(encoder_config(config.model), vocab_size,
-                  config.model.get("final_dropout", 0.0), rngs=rngs,
-                  finetune_masking=finetune_masking_config(config.model), langs=langs,
-                  adapter_bottleneck=adapter_cfg.get("bottleneck", 0),
-                  adapter_blocks=adapter_cfg.get("blocks", None),
-                  head=config.model.get("head", "shared"),
-                  output_mask=output_mask if config.model.get("output_mask", False) else None)
+  m = config.model
+  return CTCModel(encoder_config(m), vocab_size, m.final_dropout, rngs=rngs,
+                  finetune_masking=finetune_masking_config(m), langs=langs,
+                  adapter_bottleneck=m.adapters.bottleneck, adapter_blocks=m.adapters.blocks,
+                  head=m.head, output_mask=output_mask if m.output_mask else None)
 
 
 # -------------------------------------------------------------------------------------------
 # Fine-tuning-time masking (HuBERT fine-tuning: time 0.75 / 10, channel 0.5 / 64; training
 # only). Off unless config.model.finetune_masking sets a mask_prob or mask_channel_prob > 0.
 # -------------------------------------------------------------------------------------------
-FINETUNE_MASKING_DEFAULTS = dict(mask_prob=0.0, mask_length=10, min_masks=2,
-                                 require_same_masks=True, mask_channel_prob=0.0,
-                                 mask_channel_length=64)
-
-
 def finetune_masking_config(model_cfg: ml_collections.ConfigDict) -> masking.MaskingConfig | None:
   """config.model.finetune_masking -> MaskingConfig, or None when both probabilities are 0."""
-  fields = dict(FINETUNE_MASKING_DEFAULTS, **dict(model_cfg.get("finetune_masking", None) or {}))
-  cfg = masking.MaskingConfig.from_dict(fields)
+  cfg = masking.MaskingConfig.from_dict(model_cfg.finetune_masking)
   return cfg if cfg.mask_prob > 0 or cfg.mask_channel_prob > 0 else None
 
 

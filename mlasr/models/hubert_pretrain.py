@@ -150,17 +150,15 @@ def build(config: ml_collections.ConfigDict, num_classes: int | Sequence[int],
   model_cfg = config.model
   fields = dict(model_cfg.encoder)
   enc_cfg = encoder_lib.get_config(fields.pop("preset", "tiny"), **fields)
-  label_rate = model_cfg.get("label_rate", DEFAULT_LABEL_RATE)
-  if model_cfg.get("targets", "labels") == "bestrq":
+  label_rate = model_cfg.label_rate
+  if model_cfg.targets == "bestrq":
     if bestrq is None:
       raise ValueError("config.model.targets='bestrq': pass the quantizer config, "
                        "build(config, **mlasr.tasks.hubert.setup(config, workdir)"
                        "['model_kwargs'], ...)")
     num_classes, label_rate = bestrq.codebook_size, bestrq.label_rate
   return HubertPretrainModel(
-      enc_cfg, num_classes, final_dim=model_cfg.get("final_dim", 256),
-      logit_temp=model_cfg.get("logit_temp", 0.1),
-      untie_final_proj=model_cfg.get("untie_final_proj", False),
-      mask_cfg=masking.MaskingConfig.from_dict(model_cfg.get("masking", None)),
-      label_rate=label_rate, bestrq=bestrq,
-      loss_cfg=LossConfig(**dict(model_cfg.get("loss", None) or {})), rngs=rngs)
+      enc_cfg, num_classes, final_dim=model_cfg.final_dim, logit_temp=model_cfg.logit_temp,
+      untie_final_proj=model_cfg.untie_final_proj,
+      mask_cfg=masking.MaskingConfig.from_dict(model_cfg.masking),
+      label_rate=label_rate, bestrq=bestrq, loss_cfg=LossConfig(**model_cfg.loss), rngs=rngs)

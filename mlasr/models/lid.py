@@ -83,8 +83,7 @@ def build(config: ml_collections.ConfigDict, num_langs: int, rngs: nnx.Rngs, *,
           langs: Sequence[str] = ()) -> LIDModel:
   if len(langs) != num_langs:
     raise ValueError(f"LID over {num_langs} languages but got langs={list(langs)}")
-  return LIDModel(ctc.encoder_config(config.model), langs, layer=config.model.get("layer", -1),
-                  layer_weights=config.model.get("layer_weights", False),
-                  pooling=config.model.get("pooling", "stats"),
-                  dropout=config.model.get("final_dropout", 0.1),
-                  train_encoder=config.model.get("train_encoder", False), rngs=rngs)
+  m = config.model
+  return LIDModel(ctc.encoder_config(m), langs, layer=m.layer, layer_weights=m.layer_weights,
+                  pooling=m.pooling, dropout=m.final_dropout, train_encoder=m.train_encoder,
+                  rngs=rngs)

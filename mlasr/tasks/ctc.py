@@ -89,7 +89,7 @@ def model_kwargs(config, tokenizer) -> dict:
   """Extra arguments of models.ctc.build: lang_id order and per-language output masks."""
   from mlasr.data import inputs  # pylint: disable=import-outside-toplevel
   langs = inputs.languages(config.data)
-  mask = tokenizer.output_mask(langs) if config.model.get("output_mask", False) else None
+  mask = tokenizer.output_mask(langs) if config.model.output_mask else None
   return dict(langs=langs, output_mask=mask)
 
 

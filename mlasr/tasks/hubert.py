@@ -20,7 +20,6 @@ from flax import nnx
 
 from mlasr import fileio
 from mlasr.evaluators import masked_prediction as evaluator  # the dev evaluation of this task
-from mlasr.models import hubert_pretrain
 from mlasr.targets import align
 from mlasr.targets import bestrq
 
@@ -91,9 +90,9 @@ def setup(config, workdir: str) -> dict:
   """Targets: dumped k-means labels (config.model.targets="labels", config.model.labels_dir)
   or BEST-RQ codes computed inside the step (config.model.targets="bestrq")."""
   del workdir
-  source = config.model.get("targets", "labels")
+  source = config.model.targets
   if source == "bestrq":
-    quantizer = bestrq.BestRQConfig(**dict(config.model.get("bestrq", None) or {}))
+    quantizer = bestrq.BestRQConfig(**config.model.bestrq)
     return dict(num_outputs=quantizer.codebook_size, tokenizer=None, label_store=None,
                 model_kwargs=dict(bestrq=quantizer))
   if source != "labels":
@@ -102,7 +101,7 @@ def setup(config, workdir: str) -> dict:
   # array_record label shards: local files (or a gcsfuse mount), like the datasets.
   fileio.require_local(config.model.labels_dir, "config.model.labels_dir")
   store = labels_lib.LabelStore(os.path.expanduser(config.model.labels_dir))
-  label_rate = config.model.get("label_rate", hubert_pretrain.DEFAULT_LABEL_RATE)
+  label_rate = config.model.label_rate
   if abs(store.label_rate - label_rate) > 1e-6:
     raise ValueError(f"labels in {config.model.labels_dir} are at {store.label_rate} Hz but "
                      f"config.model.label_rate={label_rate}; set it to the label rate of the "

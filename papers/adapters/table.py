@@ -38,16 +38,16 @@ def minutes(seconds: int | None) -> str:
 
 def lid_description(workdir: str) -> str:
   model = config_lib.load_config(workdir).model
-  layers = "weighted sum of layers" if model.get("layer_weights") else f"layer {model.layer}"
+  layers = "weighted sum of layers" if model.layer_weights else f"layer {model.layer}"
   return (f"{'whole encoder' if model.train_encoder else 'head only (frozen encoder)'}; "
-          f"{layers}, {model.get('pooling', 'mean')} pooling")
+          f"{layers}, {model.pooling} pooling")
 
 
 def trained_params(workdir: str, langs: list[str]) -> tuple[dict[str, int], int]:
   """({lang: parameters only that language trains}, parameters all languages share and train)."""
   config = config_lib.load_config(workdir)
   flat = surgery.flatten(checkpoint.read_params(workdir))
-  rules = [tuple(r) for r in config.optim.get("freeze", ()) or ()]
+  rules = [tuple(r) for r in config.optim.freeze]
   frozen_for_good = [p for p, n in rules if n is None or n < 0]
   label = optim.labels_by_regex([(p, n) for p, n in rules])
   labels = surgery.flatten(label({k: 0 for k in flat}))  # flat dict: names are the keys
