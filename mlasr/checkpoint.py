@@ -175,6 +175,15 @@ def latest_step(workdir: str, which: str = "latest") -> int | None:
     return manager.latest_step()
 
 
+def all_steps(workdir: str, which: str = "latest") -> list[int]:
+  """Every finished step a run kept (config.keep_checkpoints of them), oldest first."""
+  directory = checkpoint_dir(workdir, which)
+  if not fileio.isdir(directory):
+    return []
+  with ocp.CheckpointManager(directory) as manager:
+    return sorted(manager.all_steps())
+
+
 def read_params(workdir: str, step: int | None = None, *, which: str = "latest",
                 subtree: str | None = None) -> dict:
   """The parameters of a training run's checkpoint, as nested dicts of numpy arrays.

@@ -22,6 +22,8 @@ import time
 
 from mlasr import fileio
 
+METRICS_FILE = "metrics.jsonl"  # one JSON object per logged step, in the run folder
+
 
 class MetricsWriter:
   """Writes scalars from the main process only; other processes get a no-op writer."""
@@ -31,7 +33,7 @@ class MetricsWriter:
     self.enabled = enabled
     self.remote = fileio.is_remote(workdir)
     self.upload_every_s = upload_every_s
-    self._jsonl_path = fileio.join(workdir, "metrics.jsonl")
+    self._jsonl_path = fileio.join(workdir, METRICS_FILE)
     self._jsonl = self._lines = self._tb = self._tb_dir = None
     self._uploaded = time.time()
     if not enabled:

@@ -94,6 +94,26 @@ def test_resume_is_bit_identical(small_corpus, tmp_path):
   assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(params_2, params_b))
 
 
+def test_learning_curves_end_at_the_runs_own_dev_numbers(small_corpus, tmp_path):
+  """evaluators.curves decodes every kept checkpoint; its last point is train.py's final dev
+  evaluation of the same parameters, language by language."""
+  from mlasr.evaluators import curves  # pylint: disable=import-outside-toplevel
+  root, sources = small_corpus
+  config = load_experiment(experiment("demo_ctc.py"), root, sources)
+  config.total_steps, config.checkpoint_every, config.keep_checkpoints = 3, 1, 5
+  dev = train.run(config, str(tmp_path))
+  result = curves.run(str(tmp_path), "dev")
+  assert [p["step"] for p in result["points"]] == [1, 2, 3]
+  last = result["points"][-1]
+  assert last["cer"] == {k.split("/", 1)[1]: v for k, v in dev.items() if k.startswith("dev_cer/")}
+  assert last["train_loss"] == _train_losses(tmp_path)[-1][1]
+  hours = [p["audio_hours"] for p in result["points"]]
+  assert 0 < hours[0] < hours[1] < hours[2]
+  assert result["points"][0]["cer"] != last["cer"]  # three different models were decoded
+  for name in ("curves.json", "curves.md", "curves.png"):
+    assert (tmp_path / "curves_dev" / name).stat().st_size > 0
+
+
 def _train_losses(workdir) -> list[tuple[int, float]]:
   rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   return [(r["step"], r["loss"]) for r in rows if "loss" in r]
