@@ -1,5 +1,5 @@
-"""JAX k-means vs scikit-learn, streaming/array equivalence, empty clusters, persistence and
-data-parallel (8 fake CPU devices) vs single-device results."""
+"""JAX k-means vs scikit-learn, streaming/array equivalence, fitting on a sample, empty
+clusters, persistence and data-parallel (8 fake CPU devices) vs single-device results."""
 
 import dataclasses
 import json
@@ -123,3 +123,55 @@ def test_eight_devices_match_one(tmp_path, monkeypatch):
     assert results[1][mode + "_steps"] == results[8][mode + "_steps"]
     # Same math, different float summation order across devices.
     np.testing.assert_allclose(results[1][mode], results[8][mode], rtol=1e-5, atol=1e-4)
+
+
+def _inertia_np(x, c):
+  """Brute-force float64 inertia, independent of both k-means implementations."""
+  d2 = ((x[:, None, :].astype(np.float64) - c[None].astype(np.float64)) ** 2).sum(-1)
+  return d2.min(1).sum()
+
+
+def test_sample_rows_is_an_exact_uniform_sample_streamed_or_not(blobs):
+  chunks = lambda: (blobs[i:i + 333] for i in range(0, len(blobs), 333))  # noqa: E731
+  assert km.num_rows(chunks) == km.num_rows(blobs) == len(blobs)
+  arr = km.sample_rows(blobs, 1000, seed=5)
+  stream = km.sample_rows(chunks, 1000, seed=5)
+  assert callable(stream) and max(len(c) for c in stream()) <= 333  # still chunk by chunk
+  np.testing.assert_array_equal(np.concatenate(list(stream())), arr)
+  np.testing.assert_array_equal(np.concatenate(list(stream())), arr)  # every pass the same
+  # Exactly 1000 distinct rows of the data, in data order (blobs has no duplicate rows).
+  pos = {row.tobytes(): i for i, row in enumerate(blobs)}
+  ids = [pos[row.tobytes()] for row in arr]
+  assert len(set(ids)) == 1000 and ids == sorted(ids)
+  assert not np.array_equal(km.sample_rows(blobs, 1000, seed=6), arr)
+  assert km.sample_rows(blobs, len(blobs), seed=5) is blobs
+  # Uniform: across seeds every row is drawn about 1000/8000 of the time.
+  hits = np.zeros(len(blobs))
+  for seed in range(40):
+    hits[[pos[r.tobytes()] for r in km.sample_rows(blobs, 1000, seed=seed)]] += 1
+  assert abs(hits.mean() - 5.0) < 1e-9 and hits.std() < 3.0
+
+
+def test_fit_on_a_sample_equals_fit_on_the_sampled_rows(blobs):
+  chunks = lambda: (blobs[i:i + 500] for i in range(0, len(blobs), 500))  # noqa: E731
+  for mode in ("full", "minibatch"):
+    cfg = km.KMeansConfig(num_clusters=K, mode=mode, batch_size=512, seed=2, sample_size=3000)
+    sampled = km.KMeans(cfg).fit(chunks)
+    assert sampled.num_fit_rows == 3000
+    ref = km.KMeans(dataclasses.replace(cfg, sample_size=None)).fit(
+        km.sample_rows(blobs, 3000, seed=2))
+    np.testing.assert_allclose(sampled.centroids, ref.centroids, rtol=1e-6, atol=1e-5)
+    # A 3000-row sample of 25 blobs is still a good fit of all 8000 rows.
+    full = SkKMeans(K, n_init=1, random_state=0).fit(blobs)
+    assert sampled.inertia(blobs) / -full.score(blobs) < 1.02
+  with pytest.raises(ValueError, match="sample_size"):
+    km.KMeansConfig(num_clusters=10, sample_size=5)
+
+
+def test_explicit_init_skips_kmeans_pp(blobs, monkeypatch):
+  init = blobs[:K].copy()
+  monkeypatch.setattr(km, "_kmeans_pp", lambda *a, **k: pytest.fail("k-means++ ran"))
+  model = km.KMeans(km.KMeansConfig(num_clusters=K, mode="full", max_iter=0)).fit(blobs, init)
+  np.testing.assert_array_equal(model.centroids, init)
+  with pytest.raises(ValueError, match="init has shape"):
+    km.KMeans(km.KMeansConfig(num_clusters=K, mode="full")).fit(blobs, init[:, :3])

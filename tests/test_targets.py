@@ -328,6 +328,26 @@ def test_pipeline_targets_follow_crops_and_restore(dumped):
       assert batch["target_mask"][r].sum() == len(full)
 
 
+def test_fit_kmeans_on_a_sample_of_the_feature_rows(dumped, tmp_path):
+  from data_prep import extract_features, fit_kmeans  # pylint: disable=g-import-not-at-top
+  from mlasr.targets import kmeans  # pylint: disable=g-import-not-at-top
+  _, work, _ = dumped
+  rows = json.load(open(f"{work}/feats/features.json"))["rows"]
+  model = fit_kmeans.fit(f"{work}/feats", str(tmp_path / "km"), k=16, batch_size=256, seed=0,
+                         sample_fraction=0.5)
+  fit = json.load(open(tmp_path / "km" / "fit.json"))
+  assert fit["fit_rows"] == model.num_fit_rows == round(0.5 * rows) and fit["rows"] == rows
+  saved = json.load(open(tmp_path / "km" / "kmeans.json"))
+  assert saved["config"]["sample_size"] == saved["fit_rows"] == round(0.5 * rows)
+  chunks = extract_features.feature_chunks(f"{work}/feats")
+  ref = kmeans.KMeans(kmeans.KMeansConfig(num_clusters=16, batch_size=256, seed=0)).fit(
+      kmeans.sample_rows(np.concatenate(list(chunks())), round(0.5 * rows), seed=0))
+  np.testing.assert_allclose(model.centroids, ref.centroids, rtol=1e-6, atol=1e-5)
+  assert fit["inertia"] == pytest.approx(model.inertia(chunks))  # over every row
+  with pytest.raises(ValueError, match="one of"):
+    fit_kmeans.fit(f"{work}/feats", str(tmp_path / "km2"), sample_size=100, sample_fraction=0.5)
+
+
 def test_layer_features_from_a_pretraining_workdir(tmp_path):
   """load_encoder restores params/encoder of a checkpoint that is not a CTC workdir."""
   from data_prep import extract_features as ef  # pylint: disable=g-import-not-at-top

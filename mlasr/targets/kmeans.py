@@ -23,6 +23,10 @@ Design notes.
   seen in that pass (as sklearn); stop when inertia improves by less than `tol` (relative).
 - Streams: init reads the stream once (counting it and reservoir-sampling `init_size` rows for
   k-means++); mini-batches come from a shuffle buffer of `shuffle_buffer` rows.
+- Sample: `sample_size` fits on an exact uniform sample of that many rows, drawn without
+  replacement (`sample_rows`); a stream stays a stream (each pass keeps the sampled rows of each
+  chunk, in order), so the sample need not fit in memory either. Inertia and predict still
+  apply to any rows.
 - Deterministic given `seed` (numpy Generator for sampling/shuffling, jax keys for the rest).
 """
 
@@ -61,6 +65,7 @@ class KMeansConfig:
   reassignment_ratio: float = 0.01
   shuffle_buffer: int = 200_000       # rows shuffled together when streaming (minibatch)
   seed: int = 0
+  sample_size: int | None = None      # fit on this many rows drawn uniformly (None: all rows)
 
   def __post_init__(self):
     if self.mode not in ("minibatch", "full"):
@@ -68,6 +73,9 @@ class KMeansConfig:
     if self.num_clusters < 1 or self.batch_size < 1:
       raise ValueError(f"num_clusters ({self.num_clusters}) and batch_size ({self.batch_size})"
                        " must be positive")
+    if self.sample_size is not None and self.sample_size < self.num_clusters:
+      raise ValueError(f"sample_size ({self.sample_size}) must be at least num_clusters "
+                       f"({self.num_clusters})")
 
 
 def _sqdist(x: jax.Array, c: jax.Array, c_sq: jax.Array) -> jax.Array:
@@ -168,6 +176,38 @@ def _chunks(data: Data) -> Iterator[np.ndarray]:
       yield chunk
 
 
+def num_rows(data: Data) -> int:
+  """Rows of an array or of one pass over a stream (memory-mapped chunks: headers only)."""
+  return sum(len(c) for c in _chunks(data))
+
+
+def sample_rows(data: Data, size: int, seed: int = 0) -> Data:
+  """An exact uniform sample of `size` rows of data, without replacement, in data order.
+
+  The row ids come from numpy's Generator(seed).choice (O(size) memory). An array gives an
+  array; a stream gives a stream (a callable: each pass yields the sampled rows of each chunk,
+  so no more than a chunk is held). size >= the number of rows returns data itself.
+  """
+  n = num_rows(data)
+  if size >= n:
+    return data
+  ids = np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+  if not callable(data):
+    return np.asarray(data, np.float32)[ids]
+
+  def chunks():
+    start = 0
+    for chunk in _chunks(data):
+      lo, hi = np.searchsorted(ids, [start, start + len(chunk)])
+      if hi > lo:
+        yield np.asarray(chunk[ids[lo:hi] - start], np.float32)
+      start += len(chunk)
+    if start != n:
+      raise ValueError(f"k-means stream changed between passes: {start} rows, then {n}")
+
+  return chunks
+
+
 def _batches(data: Data, batch_size: int, rng: np.random.Generator | None,
              buffer_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
   """Fixed-size (x, weight) batches over one pass; shuffled through a buffer if rng is given.
@@ -217,6 +257,7 @@ class KMeans:
     self.counts: np.ndarray | None = None
     self.history: list[dict] = []
     self.num_samples_seen = 0
+    self.num_fit_rows = 0  # rows the last fit() used (after sample_size)
 
   # ---- placement
   def _put_batch(self, x, w):
@@ -227,8 +268,11 @@ class KMeans:
     return jax.device_put(a, NamedSharding(self.mesh, P()))
 
   # ---- fitting
-  def _init(self, data: Data, rng: np.random.Generator) -> int:
-    """k-means++ on a reservoir sample of init_size rows; returns the number of rows."""
+  def _init(self, data: Data, rng: np.random.Generator, run_pp: bool = True) -> int:
+    """k-means++ on a reservoir sample of init_size rows; returns the number of rows.
+
+    run_pp=False (an explicit init) still reads the stream (count, same rng draws) but skips
+    k-means++."""
     cfg = self.config
     k = cfg.num_clusters
     init_size = cfg.init_size or max(3 * cfg.batch_size, 3 * k)
@@ -252,24 +296,31 @@ class KMeans:
     sample = reservoir[:min(seen, init_size)]
     if len(sample) < k:
       raise ValueError(f"k-means: {len(sample)} points for {k} clusters; need at least K points")
+    self.counts = np.zeros(k, np.float32)
+    self._dim = sample.shape[1]
+    if not run_pp:
+      return seen
     trials = cfg.n_local_trials or 2 + int(math.log(k))
     key = jax.random.key(cfg.seed)
     self.centroids = np.asarray(_kmeans_pp(key, jnp.asarray(sample), k, trials))
-    self.counts = np.zeros(k, np.float32)
     return seen
 
   def fit(self, data: Data, init: np.ndarray | None = None) -> "KMeans":
     """Fits on an [N, D] array or a callable returning a fresh iterator of [n, D] chunks.
 
-    `init` ([K, D]) replaces k-means++ (the data is still read once to count it).
+    `init` ([K, D]) replaces k-means++ (the data is still read once to count it). With
+    config.sample_size, only that many rows (sample_rows, seeded by config.seed) are used.
     """
     cfg = self.config
+    if cfg.sample_size is not None:
+      data = sample_rows(data, cfg.sample_size, seed=cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    n = self._init(data, rng)
+    n = self._init(data, rng, run_pp=init is None)
+    self.num_fit_rows = n
     if init is not None:
       init = np.asarray(init, np.float32)
-      if init.shape != self.centroids.shape:
-        raise ValueError(f"init has shape {init.shape}, expected {self.centroids.shape}")
+      if init.shape != (cfg.num_clusters, self._dim):
+        raise ValueError(f"init has shape {init.shape}, expected {(cfg.num_clusters, self._dim)}")
       self.centroids = init
     if cfg.mode == "full":
       self._fit_lloyd(data)
@@ -392,7 +443,8 @@ class KMeans:
     np.savez(tmp, centroids=self.centroids, counts=self.counts)
     os.replace(tmp, os.path.join(directory, "kmeans.npz"))
     meta = dict(config=dataclasses.asdict(self.config), num_clusters=int(len(self.centroids)),
-                dim=int(self.centroids.shape[1]), history=self.history[-1000:])
+                dim=int(self.centroids.shape[1]), fit_rows=int(self.num_fit_rows),
+                history=self.history[-1000:])
     with open(os.path.join(directory, "kmeans.json.tmp"), "w") as f:
       json.dump(meta, f, indent=1)
     os.replace(os.path.join(directory, "kmeans.json.tmp"), os.path.join(directory, "kmeans.json"))
