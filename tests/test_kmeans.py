@@ -1,5 +1,6 @@
-"""JAX k-means vs scikit-learn, streaming/array equivalence, fitting on a sample, empty
-clusters, persistence and data-parallel (8 fake CPU devices) vs single-device results."""
+"""JAX k-means vs scikit-learn (and faiss when installed), streaming/array equivalence, fitting
+on a sample, empty clusters, persistence and data-parallel (8 fake CPU devices) vs
+single-device results."""
 
 import dataclasses
 import json
@@ -175,3 +176,44 @@ def test_explicit_init_skips_kmeans_pp(blobs, monkeypatch):
   np.testing.assert_array_equal(model.centroids, init)
   with pytest.raises(ValueError, match="init has shape"):
     km.KMeans(km.KMeansConfig(num_clusters=K, mode="full")).fit(blobs, init[:, :3])
+
+
+def test_inertia_within_a_small_factor_of_faiss(blobs):
+  faiss = pytest.importorskip("faiss")
+  import math  # pylint: disable=import-outside-toplevel
+  x = blobs[:4000]
+  init = x[np.random.default_rng(0).choice(len(x), K, replace=False)].copy()
+  ref = faiss.Kmeans(x.shape[1], K, niter=25, seed=0, max_points_per_centroid=len(x),
+                     min_points_per_centroid=1)
+  ref.train(x, init_centroids=init.copy())
+  ours = km.KMeans(km.KMeansConfig(num_clusters=K, mode="full", max_iter=25, tol=-math.inf,
+                                   batch_size=1024)).fit(x, init=init)
+  # Same init, same number of Lloyd iterations: the same local optimum unless a cluster
+  # empties (faiss splits the largest one, mlasr moves it to the farthest point).
+  same = _inertia_np(x, ours.centroids) / _inertia_np(x, ref.centroids)
+  assert abs(same - 1) < 0.01, same
+  # Each with its own init (mlasr k-means++, faiss random rows): mlasr within 5 % or better.
+  own = faiss.Kmeans(x.shape[1], K, niter=25, seed=0, max_points_per_centroid=len(x))
+  own.train(x)
+  ours = km.KMeans(km.KMeansConfig(num_clusters=K, mode="full", max_iter=25,
+                                   batch_size=1024)).fit(x)
+  assert _inertia_np(x, ours.centroids) / _inertia_np(x, own.centroids) < 1.05
+
+
+def test_faiss_benchmark_smoke(tmp_path):
+  pytest.importorskip("faiss")
+  from benchmarks import kmeans_vs_faiss as bench  # pylint: disable=import-outside-toplevel
+  x = np.random.default_rng(0).standard_normal((300, 5)).astype(np.float32)
+  c = x[:7]
+  total, labels = bench.inertia_np(x, c, chunk=64)
+  assert total == pytest.approx(_inertia_np(x, c), rel=1e-9)
+  np.testing.assert_array_equal(labels, ((x[:, None] - c[None]) ** 2).sum(-1).argmin(1))
+  report = bench.main(["--smoke", "--out-dir", str(tmp_path)])
+  runs = report["cases"]["gmm"]["runs"]["16"]
+  assert json.load(open(tmp_path / "kmeans_vs_faiss.json")) == json.loads(json.dumps(report))
+  assert (tmp_path / "kmeans_vs_faiss.md").read_text().count("| 16 |") == len(runs) == 6
+  assert report["cases"]["gmm"]["fit_rows"] == 5000
+  same = runs["mlasr Lloyd, same init"]
+  assert same["against"] == "faiss, same init" and 0.9 < same["inertia_ratio"] < 1.1
+  assert same["inertia"] / same["inertia_ratio"] == pytest.approx(
+      runs["faiss, same init"]["inertia"])
