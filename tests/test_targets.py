@@ -7,6 +7,7 @@ import os
 import pickle
 import shutil
 import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -346,6 +347,100 @@ def test_fit_kmeans_on_a_sample_of_the_feature_rows(dumped, tmp_path):
   assert fit["inertia"] == pytest.approx(model.inertia(chunks))  # over every row
   with pytest.raises(ValueError, match="one of"):
     fit_kmeans.fit(f"{work}/feats", str(tmp_path / "km2"), sample_size=100, sample_fraction=0.5)
+
+
+def _dir_bytes(path):
+  """{relative file: bytes} of a labels dir; diagnostics.md names the dir, so it is left out."""
+  out = {}
+  for root, _, files in os.walk(path):
+    for f in files:
+      rel = os.path.relpath(os.path.join(root, f), path)
+      if rel != "diagnostics.md":
+        out[rel] = open(os.path.join(root, f), "rb").read()
+  return out
+
+
+def test_dump_labels_sharded_over_processes_equals_one_process(dumped, tmp_path):
+  from data_prep import dump_labels  # pylint: disable=g-import-not-at-top
+  data_dir, work, datasets = dumped
+  one = _dir_bytes(f"{work}/labels")
+  units = dump_labels.work_units(data_dir, datasets, 4)
+  assert [(d, s, (r.start, r.stop)) for d, s, r in units] == [
+      (datasets[0], 0, (0, 4)), (datasets[0], 1, (4, 6)), (datasets[1], 0, (0, 2))]
+  # In-process, one after the other: a split's index appears once all its shards are there.
+  # Process 2 of 3 has the one dev shard, process 1 the second train shard, process 0 the first.
+  seq = str(tmp_path / "seq")
+  dev_utt = tfds_builder.load_index(data_dir, "voxpopuli", "en")["dev"]["utt_id"][0]
+  train_utt = tfds_builder.load_index(data_dir, "voxpopuli", "en")["train"]["utt_id"][0]
+  for p in (2, 1):
+    meta = dump_labels.dump(data_dir, datasets, f"{work}/km", seq, shard_size=4,
+                            process_index=p, num_processes=3)
+    assert not meta["complete"]
+    assert sorted(f for f in os.listdir(seq) if f.endswith(".index.json")) == [
+        labels_lib.index_file(*datasets[1])]
+    store = labels_lib.LabelStore(seq)
+    np.testing.assert_array_equal(store.get(*datasets[1], dev_utt),
+                                  labels_lib.LabelStore(f"{work}/labels").get(*datasets[1],
+                                                                              dev_utt))
+    with pytest.raises(KeyError, match="no labels"):
+      store.get(*datasets[0], train_utt)
+  assert dump_labels.dump(data_dir, datasets, f"{work}/km", seq, shard_size=4,
+                          process_index=0, num_processes=3)["complete"]
+  assert _dir_bytes(seq) == one
+  # Two CLI processes at once into one dir: whichever ends last writes the indexes.
+  par = str(tmp_path / "par")
+  cmd = [sys.executable, "-m", "data_prep.dump_labels", "--data_dir", data_dir, "--datasets",
+         ",".join(":".join(d) for d in datasets), "--kmeans", f"{work}/km", "--out", par,
+         "--shard_size", "4", "--num_processes", "2"]
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  procs = [subprocess.Popen(cmd + ["--process_index", str(i)], cwd=repo) for i in (0, 1)]
+  assert [p.wait(timeout=600) for p in procs] == [0, 0]
+  assert _dir_bytes(par) == one
+  store = labels_lib.LabelStore(par)
+  ids = tfds_builder.load_index(data_dir, "voxpopuli", "en")["train"]["utt_id"]
+  ref = labels_lib.LabelStore(f"{work}/labels")
+  for utt in ids:
+    np.testing.assert_array_equal(store.get(*datasets[0], utt), ref.get(*datasets[0], utt))
+
+
+def test_interrupted_dump_resumes_without_redoing_finished_shards(dumped, tmp_path,
+                                                                   monkeypatch):
+  from data_prep import dump_labels, extract_features  # pylint: disable=g-import-not-at-top
+  data_dir, work, datasets = dumped
+  out = str(tmp_path / "labels")
+  real_write_json, markers = labels_lib.write_json, []
+
+  def crash_at_second_marker(path, obj):
+    if path.endswith(".done.json"):
+      markers.append(path)
+      if len(markers) == 2:  # the shard is on disk, its marker is not: a kill between them
+        raise RuntimeError("killed")
+    real_write_json(path, obj)
+
+  monkeypatch.setattr(labels_lib, "write_json", crash_at_second_marker)
+  with pytest.raises(RuntimeError, match="killed"):
+    dump_labels.dump(data_dir, datasets, f"{work}/km", out, shard_size=4)
+  monkeypatch.setattr(labels_lib, "write_json", real_write_json)
+  first = labels_lib.shard_file(*datasets[0], 0)
+  second = labels_lib.shard_file(*datasets[0], 1)
+  assert os.path.isfile(os.path.join(out, second))
+  assert not os.path.isfile(os.path.join(out, labels_lib.done_file(*datasets[0], 1)))
+  mtime = os.path.getmtime(os.path.join(out, first))
+  # Another shard size cannot silently reuse these shards.
+  with pytest.raises(ValueError, match="shard_size 4"):
+    dump_labels.dump(data_dir, datasets, f"{work}/km", out, shard_size=3)
+
+  read, real_iter_audio = [], extract_features.iter_audio
+
+  def counting(data_dir_, datasets_, *a, rows=None, **kw):
+    read.append((tuple(datasets_[0]), rows.start))
+    return real_iter_audio(data_dir_, datasets_, *a, rows=rows, **kw)
+
+  monkeypatch.setattr(extract_features, "iter_audio", counting)
+  assert dump_labels.dump(data_dir, datasets, f"{work}/km", out, shard_size=4)["complete"]
+  assert read == [(datasets[0], 4), (datasets[1], 0)]  # the marked shard was not redone
+  assert os.path.getmtime(os.path.join(out, first)) == mtime
+  assert _dir_bytes(out) == _dir_bytes(f"{work}/labels")
 
 
 def test_layer_features_from_a_pretraining_workdir(tmp_path):

@@ -7,8 +7,12 @@ Layout of a labels directory (written by data_prep/dump_labels.py):
   <corpus>_<lang>_<split>-<SSSSS>.array_record
                                            one record per utterance: little-endian uint16
                                            (int32 if num_classes > 65536) labels
+  <corpus>_<lang>_<split>-<SSSSS>.done.json
+                                           done marker of that shard (written after it): rows,
+                                           utt_ids and label counts; a shard without one is redone
   <corpus>_<lang>_<split>.index.json       {"shards": [file, ...], "utts": {utt_id: [shard,
                                            record, num_labels]}}, written when the split is done
+                                           (by whichever dump process finds every marker)
   diagnostics.{json,md}                    cluster usage and crude character purity
 
 `LabelStore(labels_dir).get(corpus, lang, split, utt_id)` returns the int32 labels of one clip;
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from typing import Sequence
 
 import numpy as np
@@ -37,6 +42,10 @@ def split_name(corpus: str, lang: str, split: str) -> str:
 
 def shard_file(corpus: str, lang: str, split: str, shard: int) -> str:
   return f"{split_name(corpus, lang, split)}-{shard:05d}.array_record"
+
+
+def done_file(corpus: str, lang: str, split: str, shard: int) -> str:
+  return f"{split_name(corpus, lang, split)}-{shard:05d}.done.json"
 
 
 def index_file(corpus: str, lang: str, split: str) -> str:
@@ -62,8 +71,9 @@ def write_shard(path: str, labels: Sequence[np.ndarray], num_classes: int) -> No
 
 
 def write_json(path: str, obj) -> None:
-  """Atomic JSON write."""
-  tmp = path + ".tmp"
+  """Atomic JSON write (a temp file of its own per call: several processes may write the same
+  identical file)."""
+  tmp = f"{path}.{uuid.uuid4().hex}.tmp"
   with open(tmp, "w", encoding="utf-8") as f:
     json.dump(obj, f, ensure_ascii=False, indent=1)
   os.replace(tmp, path)
