@@ -18,9 +18,11 @@ interrupted run is finished by rerunning the same command. Sharded over processe
 the datasets and shard_size; process I labels units I, I + P, ... of it. A split's index is
 written by whichever process finds all of that split's done markers (the last to finish, or
 any rerun), and the result is byte-identical to a one-process dump.
-Writes diagnostics.{json,md}: cluster usage (histogram, entropy, perplexity) and a CRUDE
-character purity / PNMI (characters of text_norm spread uniformly over each utterance's
-frames; a stand-in for the phone purity of the HuBERT paper, not a forced alignment).
+
+The call that finds every split indexed writes diagnostics.{json,md}: cluster usage
+(histogram, entropy, perplexity) and a CRUDE character purity / PNMI (characters of text_norm
+spread uniformly over each utterance's frames; a stand-in for the phone purity of the HuBERT
+paper, not a forced alignment).
 """
 
 from __future__ import annotations
