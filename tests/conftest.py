@@ -44,3 +44,12 @@ def compilation_cache(tmp_path_factory):
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
   yield
+
+
+@pytest.fixture(scope="session")
+def unlabelled_corpus(small_corpus) -> tuple[str, dict[str, float]]:
+  """(root, {recording: seconds}): small_corpus's root plus unlabeled long recordings in the
+  VoxPopuli unlabelled_data layout and audio_dir trees/manifests (corpus_fixture.UNLABELLED)."""
+  import corpus_fixture  # pylint: disable=g-import-not-at-top
+  root = small_corpus[0]
+  return root, corpus_fixture.make_unlabelled(root)

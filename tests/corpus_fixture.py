@@ -85,3 +85,57 @@ def write_cv_language(root, lang, splits, rng, max_seconds, sentence, speaker, s
       rows.append({"client_id": speaker(i), "path": name, "sentence": sentence(i)})
       sentences[name[:-4]] = rows[-1]["sentence"]
     write_tsv(os.path.join(d, f"{split}.tsv"), CV, rows)
+
+
+# Unlabeled recordings, in the layouts the unlabeled loaders read (corpora.read_voxpopuli_
+# unlabelled, corpora.read_audio_dir): (path under root, sample rate, channels, seconds of
+# sine bursts and digital silence in order). Long enough for several training windows.
+UNLABELLED = {
+    "voxpopuli/unlabelled_data/it/2019/20190115-0900-PLENARY-3_it_0.ogg":
+        (16000, 1, (2.0, -0.3, 2.5, -0.4, 2.2)),
+    "voxpopuli/unlabelled_data/it/2019/20190115-0900-PLENARY-3_it_1.ogg":
+        (16000, 1, (1.4, -0.2, 1.6)),
+    "voxpopuli/unlabelled_data/it/2019/20190115-0900-PLENARY-3_it_2.ogg": (16000, 1, (0.5,)),
+    "voxpopuli/unlabelled_data/it/2020/20200210-0900-PLENARY-5_it_0.ogg":
+        (48000, 2, (1.8, -0.5, 2.75)),
+    # The second 3 s window [3, 6) is digital silence (counted as audio_silent).
+    "audio/hi/talks/a.wav": (44100, 2, (2.8, -3.4, 1.3)),
+    "audio/hi/b.flac": (16000, 1, (2.5,)),
+    "speech_ru/x.wav": (16000, 1, (1.2, -0.3, 2.0)),
+    "speech_ru/y.ogg": (22050, 1, (3.6,)),
+}
+# Files the loaders must count, not read: (path under root, bytes).
+UNLABELLED_JUNK = {
+    "voxpopuli/unlabelled_data/it/2020/20200210-0900-PLENARY-5_it_9.ogg": b"not vorbis" * 50,
+    "voxpopuli/unlabelled_data/it/2020/notes.txt": b"segment notes",
+    "voxpopuli/unlabelled_data/it/README": b"outside any year folder",
+    "audio/hi/talks/slides.pdf": b"%PDF-1.4",
+}
+# audio_dir:ru reads this manifest instead of a folder: fairseq's wav2vec format (root folder,
+# then relative path and frames); one listed file is absent.
+UNLABELLED_MANIFEST = ("audio/ru.tsv", ["../speech_ru", "x.wav\t56000", "y.ogg\t79380",
+                                        "missing.wav\t16000"])
+UNLABELLED_SOURCES = ("voxpopuli_unlabelled:it", "audio_dir:hi", "audio_dir:ru")
+
+
+def make_unlabelled(root, seed=1):
+  """Writes UNLABELLED, UNLABELLED_JUNK and UNLABELLED_MANIFEST under root (a test fixture:
+  the demo benchmark has no unlabeled audio). Returns {path: seconds written}."""
+  rng = np.random.default_rng(seed)
+  seconds = {}
+  for rel, (sr, channels, parts) in UNLABELLED.items():
+    wave = np.concatenate([clip(rng, s, sr) if s > 0 else np.zeros(int(-s * sr), np.float32)
+                           for s in parts])
+    path = os.path.join(root, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    sf.write(path, np.stack([wave] * channels, 1) if channels > 1 else wave, sr)
+    seconds[path] = len(wave) / sr
+  for rel, data in UNLABELLED_JUNK.items():
+    path = os.path.join(root, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+      f.write(data)
+  rel, lines = UNLABELLED_MANIFEST
+  with open(os.path.join(root, rel), "w", encoding="utf-8") as f:
+    f.write("\n".join(lines) + "\n")
+  return seconds

@@ -33,6 +33,17 @@ Real release formats (docs/real_corpora.md has the file formats):
   `partial_download` warning. A split whose every listed clip is absent is `lost_split`
   (tfds_builder.prepare fails on it, loudly).
 
+Unlabeled audio (no transcripts; pretraining only), `split` "train" only, `text` "":
+- `voxpopuli_unlabelled`: ROOT/voxpopuli/unlabelled_data/<lang>/<year>/<event>_<n>.ogg, as
+  facebookresearch/voxpopuli's get_unlabelled_data.py writes it (<year> is the event id's
+  first four digits). Other files there are counted (`not_audio`, `outside_year_folder`).
+- `audio_dir`: every audio file under ROOT/audio/<lang>/ (recursively, sorted; other files
+  counted as `not_audio`), or, instead of that folder, a manifest ROOT/audio/<lang>.tsv
+  (header with a `path` column, or fairseq's wav2vec manifest: a root folder on the first
+  line, then `relative_path<TAB>num_frames`) or ROOT/audio/<lang>.jsonl ({"path": ...}).
+  Relative paths are relative to the manifest's folder (fairseq: to its first line).
+Each recording is one Utterance; the TFDS builder cuts it into training segments.
+
 Unknown language codes (not in `mlasr.data.languages.LANGUAGES`) are KEPT with a warning in
 the report: loaders must work on real downloads with languages we have no TTS voice for, and
 language metadata is only needed by text normalisation, which has its own fallback rules.
@@ -51,7 +62,15 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "dev", "test")
 # Where each corpus keeps its language folders, under the corpus root.
-CORPUS_DIRS = {"commonvoice": ("commonvoice",), "voxpopuli": ("voxpopuli", "transcribed_data")}
+CORPUS_DIRS = {"commonvoice": ("commonvoice",), "voxpopuli": ("voxpopuli", "transcribed_data"),
+               "voxpopuli_unlabelled": ("voxpopuli", "unlabelled_data"), "audio_dir": ("audio",)}
+# Sources of audio without transcripts (a "train" split of segments, for pretraining only).
+UNLABELED_CORPORA = ("voxpopuli_unlabelled", "audio_dir")
+# What an audio_dir tree may hold (the rest is counted as not_audio): anything soundfile or
+# the ffmpeg fallback of mlasr.data.audio reads.
+AUDIO_EXTENSIONS = frozenset(".wav .flac .mp3 .ogg .oga .opus .m4a .aac .wma .aif .aiff .au "
+                             ".amr .webm .mp4 .mkv".split())
+MANIFEST_EXTENSIONS = (".tsv", ".jsonl")
 SUBSETS = ("train_10min", "train_1h")
 # Demographic columns carried into Utterance.attributes: attribute -> the TSV columns that
 # hold it, first present wins (Common Voice renamed `accent` to `accents` in release 8).
@@ -93,6 +112,12 @@ class DataReport:
     # where clip_durations.tsv states them.
     self.listing = collections.defaultdict(lambda: dict(_EMPTY_LISTING))
     self.notes: list[dict[str, str]] = []  # options in effect, files used (not problems)
+    # Unlabeled recordings cut into segments (tfds_builder): (corpus, lang, split) ->
+    # recordings decoded and their seconds, segments kept and their seconds, and the seconds
+    # left out by reason (short pieces, silence, non-speech): kept + left out = decoded.
+    self.segmentation = collections.defaultdict(
+        lambda: {"recordings": 0, "recording_seconds": 0.0, "segments": 0,
+                 "segment_seconds": 0.0, "left_out_seconds": collections.Counter()})
 
   def skip(self, corpus: str, lang: str, split: str, reason: str, path: str,
            count: int = 1) -> None:
@@ -121,6 +146,17 @@ class DataReport:
       e["stated"] += 1
       e["listed_seconds"] += float(seconds)
       e["missing_seconds"] += 0.0 if present else float(seconds)
+
+  def segmented(self, corpus: str, lang: str, split: str, recording_seconds: float,
+                segment_seconds: Sequence[float], left_out: dict[str, float]) -> None:
+    """Accounts one decoded recording: its segments' lengths and the seconds left out."""
+    e = self.segmentation[(corpus, lang, split)]
+    e["recordings"] += 1
+    e["recording_seconds"] += float(recording_seconds)
+    e["segments"] += len(segment_seconds)
+    e["segment_seconds"] += float(sum(segment_seconds))
+    for reason, seconds in left_out.items():
+      e["left_out_seconds"][reason] += float(seconds)
 
   def note(self, corpus: str, lang: str, reason: str, detail: str) -> None:
     n = {"corpus": corpus, "lang": lang, "reason": reason, "detail": detail}
@@ -165,6 +201,10 @@ class DataReport:
     for n in other.notes:
       if n not in self.notes:
         self.notes.append(n)
+    for key, e in other.segmentation.items():
+      mine = self.segmentation[key]
+      for k, v in e.items():
+        mine[k] += v
     return self
 
   def to_dict(self) -> dict:
@@ -183,6 +223,15 @@ class DataReport:
                          missing_seconds=round(e["missing_seconds"], 3))
                     for (c, l, s), e in sorted(self.listing.items())],
         "notes": list(self.notes),
+        # Only in reports of unlabeled sources: labeled reports stay as they were.
+        **({"segmentation": [
+            dict(corpus=c, lang=l, split=s, recordings=e["recordings"],
+                 recording_seconds=round(e["recording_seconds"], 3), segments=e["segments"],
+                 segment_seconds=round(e["segment_seconds"], 3),
+                 left_out_seconds={r: round(v, 3) for r, v in sorted(
+                     e["left_out_seconds"].items())})
+            for (c, l, s), e in sorted(self.segmentation.items())]}
+           if self.segmentation else {}),
     }
 
   def to_json(self, path: str) -> None:
@@ -212,6 +261,11 @@ class DataReport:
           "listed_seconds": e.get("listed_seconds", e["listed_hours"] * 3600),
           "missing_seconds": e.get("missing_seconds", e["missing_hours"] * 3600)}
     r.notes = d.get("notes", [])
+    for e in d.get("segmentation", []):
+      r.segmentation[(e["corpus"], e["lang"], e["split"])] = {
+          "recordings": e["recordings"], "recording_seconds": e["recording_seconds"],
+          "segments": e["segments"], "segment_seconds": e["segment_seconds"],
+          "left_out_seconds": collections.Counter(e["left_out_seconds"])}
     return r
 
   def lost_splits(self, corpus: str | None = None, lang: str | None = None) -> list[tuple]:
@@ -231,6 +285,11 @@ class DataReport:
         hours = (f", {e['missing_seconds'] / 3600:.3f} of {e['listed_seconds'] / 3600:.3f} h "
                  "by clip_durations.tsv" if e["stated"] else "")
         lines.append(f"listed  {c}/{l}/{s}: {e['listed']} clips, {e['missing']} absent{hours}")
+    for (c, l, s), e in sorted(self.segmentation.items()):
+      left = ", ".join(f"{v / 3600:.3f} h {r}" for r, v in sorted(e["left_out_seconds"].items()))
+      lines.append(f"cut     {c}/{l}/{s}: {e['recordings']} recordings "
+                   f"({e['recording_seconds'] / 3600:.3f} h) into {e['segments']} segments "
+                   f"({e['segment_seconds'] / 3600:.3f} h)" + (f"; left out {left}" if left else ""))
     for w in self.warnings:
       lines.append(f"warning {w['corpus']}/{w['lang']}: {w['reason']} ({w['detail']})")
     for n in self.notes:
@@ -293,6 +352,8 @@ def check_root(root: str, corpus: str, lang: str) -> None:
   leave folders under it."""
   corpus_dir = corpus_path(root, corpus)
   rel = os.path.join(*CORPUS_DIRS[corpus])
+  if corpus == "audio_dir" and audio_dir_manifest(root, lang):
+    return
   if not os.path.isdir(root):
     raise FileNotFoundError(f"{root}: no such corpus root (config.data.root); it must hold "
                             f"{rel}/<lang>/ folders")
@@ -302,7 +363,8 @@ def check_root(root: str, corpus: str, lang: str) -> None:
   if not os.path.isdir(os.path.join(corpus_dir, lang)):
     found = sorted(d for d in os.listdir(corpus_dir)
                    if os.path.isdir(os.path.join(corpus_dir, d)))
-    raise FileNotFoundError(f"{corpus_dir}: no language folder {lang!r}; languages there: "
+    also = (f" (nor a manifest {lang}.tsv / {lang}.jsonl)" if corpus == "audio_dir" else "")
+    raise FileNotFoundError(f"{corpus_dir}: no language folder {lang!r}{also}; languages there: "
                             f"{found[:50]}")
 
 
@@ -650,6 +712,149 @@ def read_voxpopuli(root: str, langs: Sequence[str] | None = None,
   return out
 
 
+def audio_dir_manifest(root: str, lang: str) -> str | None:
+  """ROOT/audio/<lang>.tsv or .jsonl, the manifest an audio_dir source reads instead of the
+  folder ROOT/audio/<lang>/; None without one. Both a folder and a manifest is an error."""
+  base = corpus_path(root, "audio_dir")
+  found = [os.path.join(base, lang + ext) for ext in MANIFEST_EXTENSIONS
+           if os.path.isfile(os.path.join(base, lang + ext))]
+  if found and os.path.isdir(os.path.join(base, lang)) or len(found) > 1:
+    raise ValueError(f"audio_dir:{lang}: both {found + [os.path.join(base, lang)]} exist; keep "
+                     "one (a folder of recordings or a manifest), so what is read is not a guess")
+  return found[0] if found else None
+
+
+def _unlabeled(corpus: str, lang: str, utt_id: str, path: str) -> Utterance:
+  return Utterance(corpus, lang, "train", utt_id, path, "", "")
+
+
+def _add_recording(out: list, seen: set, report: DataReport, corpus: str, lang: str,
+                   utt_id: str, path: str) -> None:
+  """Keeps a listed recording, or counts it (duplicate_id, missing_audio, empty_audio)."""
+  reason = "duplicate_id" if utt_id in seen else _check_audio(path)
+  if reason != "duplicate_id":
+    report.list_clip(corpus, lang, "train", reason != "missing_audio")
+  if reason:
+    report.skip(corpus, lang, "train", reason, path)
+    return
+  seen.add(utt_id)
+  out.append(_unlabeled(corpus, lang, utt_id, path))
+
+
+def read_voxpopuli_unlabelled(root: str, langs: Sequence[str] | None = None,
+                              report: DataReport | None = None) -> list[Utterance]:
+  """Recordings of ROOT/voxpopuli/unlabelled_data/<lang>/<year>/*.ogg (utt_id: file stem)."""
+  corpus = "voxpopuli_unlabelled"
+  report = report if report is not None else DataReport()
+  corpus_dir = corpus_path(root, corpus)
+  out = []
+  for lang in _list_langs(corpus_dir, langs):
+    lang_dir = os.path.join(corpus_dir, lang)
+    if not os.path.isdir(lang_dir):
+      report.skip(corpus, lang, "*", "missing_language_dir", lang_dir)
+      continue
+    _check_lang(corpus, lang, report)
+    seen = set()
+    for year in sorted(os.listdir(lang_dir)):
+      year_dir = os.path.join(lang_dir, year)
+      if not (os.path.isdir(year_dir) and len(year) == 4 and year.isdigit()):
+        report.skip(corpus, lang, "train", "outside_year_folder", year_dir)
+        continue
+      for name in sorted(os.listdir(year_dir)):
+        path = os.path.join(year_dir, name)
+        stem, ext = os.path.splitext(name)
+        if ext.lower() != ".ogg" or not os.path.isfile(path):
+          report.skip(corpus, lang, "train", "not_audio", path)
+          continue
+        _add_recording(out, seen, report, corpus, lang, stem, path)
+  return out
+
+
+def _manifest_paths(path: str, corpus: str, lang: str,
+                    report: DataReport) -> list[tuple[str, str]]:
+  """(path as listed, absolute audio path) of a manifest's rows (see the module doc);
+  unreadable rows are counted as bad_row."""
+  base = os.path.dirname(os.path.abspath(path))
+  rows = []
+  if path.endswith(".jsonl"):
+    with open(path, "rb") as f:
+      for n, raw in enumerate(f, 1):
+        if not raw.strip():
+          continue
+        try:
+          p = json.loads(raw.decode("utf-8")).get("path")
+        except (UnicodeDecodeError, ValueError, AttributeError):
+          p = None
+        if not isinstance(p, str) or not p.strip():
+          report.skip(corpus, lang, "train", "bad_row", f"{path}:{n}")
+          continue
+        rows.append((n, p.strip()))
+  else:
+    table = _read_tsv(path)
+    first = table.header[0].strip() if table.header else ""
+    fairseq = len(table.header) == 1 and first != "path" and os.path.isdir(
+        os.path.join(base, os.path.expanduser(first)))
+    if fairseq:  # wav2vec_manifest.py: root folder, then relative_path<TAB>frames
+      base = os.path.join(base, os.path.expanduser(first))
+      col = 0
+    elif "path" in table.header:
+      col = table.header.index("path")
+    else:
+      report.skip(corpus, lang, "train", "bad_header(no path)", path, count=table.num_rows)
+      return []
+    for n in table.invalid_lines:
+      report.skip(corpus, lang, "train", "invalid_utf8", f"{path}:{n}")
+    for n, fields in table.rows:
+      if len(fields) <= col or not fields[col].strip():
+        report.skip(corpus, lang, "train", "bad_row", f"{path}:{n}")
+        continue
+      rows.append((n, fields[col].strip()))
+  out = []
+  for _, p in rows:
+    p = os.path.normpath(os.path.expanduser(p))
+    out.append((p, p if os.path.isabs(p) else os.path.normpath(os.path.join(base, p))))
+  return out
+
+
+def read_audio_dir(root: str, langs: Sequence[str] | None = None,
+                   report: DataReport | None = None) -> list[Utterance]:
+  """Recordings under ROOT/audio/<lang>/ (utt_id: the path below it, without extension), or
+  those a manifest ROOT/audio/<lang>.tsv|.jsonl lists (utt_id: the path as listed, without
+  extension; relative to the fairseq manifest's root line)."""
+  corpus = "audio_dir"
+  report = report if report is not None else DataReport()
+  corpus_dir = corpus_path(root, corpus)
+  if langs is None:
+    langs = sorted(set(_list_langs(corpus_dir, None)) | {
+        os.path.splitext(f)[0] for f in (os.listdir(corpus_dir) if os.path.isdir(corpus_dir)
+                                         else ()) if f.endswith(MANIFEST_EXTENSIONS)})
+  out = []
+  for lang in langs:
+    manifest = audio_dir_manifest(root, lang)
+    lang_dir = os.path.join(corpus_dir, lang)
+    seen = set()
+    if manifest is not None:
+      _check_lang(corpus, lang, report)
+      for listed, path in _manifest_paths(manifest, corpus, lang, report):
+        _add_recording(out, seen, report, corpus, lang, os.path.splitext(listed)[0], path)
+      _check_listing(report, corpus, lang, "train", manifest, "the disk")
+      continue
+    if not os.path.isdir(lang_dir):
+      report.skip(corpus, lang, "*", "missing_language_dir", lang_dir)
+      continue
+    _check_lang(corpus, lang, report)
+    for folder, dirs, files in os.walk(lang_dir, followlinks=True):
+      dirs.sort()
+      for name in sorted(files):
+        path = os.path.join(folder, name)
+        if os.path.splitext(name)[1].lower() not in AUDIO_EXTENSIONS:
+          report.skip(corpus, lang, "train", "not_audio", path)
+          continue
+        rel = os.path.relpath(path, lang_dir)
+        _add_recording(out, seen, report, corpus, lang, os.path.splitext(rel)[0], path)
+  return out
+
+
 def read_subset(root: str, corpus: str, lang: str, name: str) -> set[str]:
   """Utterance ids of ROOT/subsets/<corpus>/<lang>/<name>.tsv (header `utt_id`).
 
@@ -668,11 +873,15 @@ def read_subset(root: str, corpus: str, lang: str, name: str) -> set[str]:
 def read_corpus(root: str, corpus: str, langs: Sequence[str] | None = None,
                 splits: Sequence[str] = SPLITS, report: DataReport | None = None,
                 train_from_validated: bool = False) -> list[Utterance]:
-  """Dispatches to read_commonvoice / read_voxpopuli by corpus name (train_from_validated:
-  Common Voice only; VoxPopuli has no validated.tsv)."""
+  """Dispatches to read_commonvoice / read_voxpopuli / the unlabeled readers by corpus name
+  (train_from_validated: Common Voice only; VoxPopuli has no validated.tsv). Unlabeled
+  corpora have a train split only: other splits come back empty."""
   readers = {"commonvoice": read_commonvoice, "voxpopuli": read_voxpopuli}
+  unlabeled = {"voxpopuli_unlabelled": read_voxpopuli_unlabelled, "audio_dir": read_audio_dir}
+  if corpus in unlabeled:
+    return unlabeled[corpus](root, langs=langs, report=report) if "train" in splits else []
   if corpus not in readers:
-    raise ValueError(f"unknown corpus {corpus!r}; known: {sorted(readers)}")
+    raise ValueError(f"unknown corpus {corpus!r}; known: {sorted(readers) + sorted(unlabeled)}")
   if corpus == "commonvoice":
     return read_commonvoice(root, langs=langs, splits=splits, report=report,
                             train_from_validated=train_from_validated)

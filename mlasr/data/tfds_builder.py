@@ -31,6 +31,15 @@ clip does. Options that change what a split holds (`train_from_validated`) are w
 `prepare_options.json`; a dataset prepared under other options is refused, not reused.
 Common Voice's text-only sentence files go to DATA_DIR/lm_text/<lang>.txt (validated) and
 DATA_DIR/lm_text_unvalidated/<lang>.txt, for `mlasr.lm --extra_text` and the tokenizer.
+
+Unlabeled sources (corpora.UNLABELED_CORPORA: voxpopuli_unlabelled, audio_dir) are built by
+the same builder into the same features, with empty `text`/`text_norm` and a train split
+only: each recording is streamed, decoded whole as int16 and cut into segments
+(mlasr.data.segment: fixed windows by default, or VAD), one example per segment, utt_id
+`<recording>@<start seconds>`. A recording refused whole counts once by its reason; each
+piece left out (short remainder, silence, no speech) counts once by its reason, and the
+seconds of both sides go to the report's `segmentation` (kept + left out = decoded). The
+segmentation options are prepare options (prepare_options.json).
 """
 
 from __future__ import annotations
@@ -52,6 +61,7 @@ import tensorflow_datasets as tfds
 
 from mlasr.data import audio as audio_lib
 from mlasr.data import corpora
+from mlasr.data import segment as segment_lib
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +140,19 @@ def _decode(utt: corpora.Utterance) -> tuple[corpora.Utterance, np.ndarray | Non
   return utt, pcm, None
 
 
+def _decode_recording(utt: corpora.Utterance, cfg: segment_lib.SegmentConfig):
+  """(utt, int16 PCM, its pieces, None) or (utt, None, None, skip reason) of an unlabeled
+  recording; run on the decoding threads. Never raises, like _decode."""
+  try:
+    pcm = segment_lib.decode_recording(utt.audio_path, cfg)
+    return utt, pcm, segment_lib.cut(pcm, cfg), None
+  except audio_lib.AudioError as e:
+    return utt, None, None, "audio_" + e.reason.split(" ")[0]
+  except Exception as e:  # pylint: disable=broad-except
+    log.warning("%s: %s: %s", utt.audio_path, type(e).__name__, e)
+    return utt, None, None, f"error({type(e).__name__})"
+
+
 class NoUsableExamples(Exception):
   """Raised while building when decoding refused every clip the loaders kept."""
 
@@ -145,8 +168,10 @@ class MlasrAsr(tfds.core.GeneratorBasedBuilder):
   def __init__(self, *, utterances: dict[str, list[corpora.Utterance]] | None = None,
                report: corpora.DataReport | None = None,
                normalize: Callable[[str, str], str] | None = None, num_workers: int = 1,
-               **kwargs):
+               segment: segment_lib.SegmentConfig | None = None, **kwargs):
     self._utterances = utterances or {}
+    # Unlabeled recordings: cut into segments (None: one example per clip, transcribed).
+    self._segment = segment
     self._report = report if report is not None else corpora.DataReport()
     self._normalize = normalize
     self._num_workers = num_workers
@@ -178,9 +203,10 @@ class MlasrAsr(tfds.core.GeneratorBasedBuilder):
     out = {}
     for split, utts in self._utterances.items():
       for i, utt in enumerate(utts):
-        first = next(self._examples([_decode(utt)]), None)
+        head = self._examples([self._decode_one(utt)])  # a recording's further segments too
+        first = next(head, None)
         if first is not None:
-          out[split] = self._chain(first, self._generate_examples(utts[i + 1:]))
+          out[split] = self._chain(first, head, self._generate_examples(utts[i + 1:]))
           break
       else:
         if utts:
@@ -191,9 +217,15 @@ class MlasrAsr(tfds.core.GeneratorBasedBuilder):
     return out
 
   @staticmethod
-  def _chain(first, rest):
+  def _chain(first, *rest):
     yield first
-    yield from rest
+    for part in rest:
+      yield from part
+
+  def _decode_one(self, utt: corpora.Utterance):
+    if self._segment is None:
+      return _decode(utt)
+    return _decode_recording(utt, self._segment)
 
   def _generate_examples(self, utts: Sequence[corpora.Utterance]) -> Iterator[tuple[str, dict]]:
     if not utts:
@@ -202,12 +234,17 @@ class MlasrAsr(tfds.core.GeneratorBasedBuilder):
       # Threads, not processes: libsndfile, mpg123 and soxr release the GIL, so decoding
       # scales over cores, and a thread pool starts in microseconds where spawned processes
       # took ~8 s per split to import their libraries (most of a small corpus' conversion).
+      # Recordings can be hours: fewer of them in flight than clips.
+      window = self._num_workers + 1 if self._segment is not None else 4 * self._num_workers
       with concurrent.futures.ThreadPoolExecutor(self._num_workers) as pool:
-        yield from self._examples(_ordered_map(pool, _decode, utts, 4 * self._num_workers))
+        yield from self._examples(_ordered_map(pool, self._decode_one, utts, window))
     else:
-      yield from self._examples(map(_decode, utts))
+      yield from self._examples(map(self._decode_one, utts))
 
   def _examples(self, decoded) -> Iterator[tuple[str, dict]]:
+    if self._segment is not None:
+      yield from self._segment_examples(decoded)
+      return
     for utt, pcm, error in decoded:
       example = None
       if error is None:
@@ -221,6 +258,28 @@ class MlasrAsr(tfds.core.GeneratorBasedBuilder):
         continue
       self._report.keep(utt.corpus, utt.lang, utt.split, float(example["duration"]))
       yield utt.utt_id, example
+
+  def _segment_examples(self, decoded) -> Iterator[tuple[str, dict]]:
+    """One example per kept segment of each decoded recording (see the module doc)."""
+    for utt, pcm, pieces, error in decoded:
+      if error is not None:
+        self._report.skip(utt.corpus, utt.lang, utt.split, error, utt.audio_path)
+        continue
+      kept = []
+      for p in pieces:
+        start = p.start / SAMPLE_RATE
+        if p.reason is not None:
+          self._report.skip(utt.corpus, utt.lang, utt.split, p.reason,
+                            f"{utt.audio_path}@{start:.2f}-{p.end / SAMPLE_RATE:.2f}")
+          continue
+        kept.append(p.seconds)
+        self._report.keep(utt.corpus, utt.lang, utt.split, p.seconds)
+        seg_id = f"{utt.utt_id}@{start:.2f}"
+        yield seg_id, {
+            "audio": pcm[p.start:p.end].copy(), "text": "", "text_norm": "", "lang": utt.lang,
+            "speaker": utt.speaker, "utt_id": seg_id, "duration": np.float32(p.seconds)}
+      self._report.segmented(utt.corpus, utt.lang, utt.split, len(pcm) / SAMPLE_RATE, kept,
+                             segment_lib.left_out_seconds(pieces, len(pcm)))
 
   def _example(self, utt: corpora.Utterance, pcm: np.ndarray) -> tuple[str | None, dict | None]:
     """(skip reason, None) or (None, the example) for a decoded clip."""
@@ -271,20 +330,26 @@ def _write_text_corpora(root: str, data_dir: str, lang: str,
     os.replace(tmp, path)
 
 
-def _options(corpus: str, train_from_validated: bool) -> dict:
+def _options(corpus: str, train_from_validated: bool,
+             segment: segment_lib.SegmentConfig | None = None) -> dict:
+  if corpus in corpora.UNLABELED_CORPORA:
+    return (segment or segment_lib.SegmentConfig()).options()
   return {"train_from_validated": bool(train_from_validated)} if corpus == "commonvoice" else {}
 
 
 def _check_options(out_dir: str, want: dict) -> None:
   path = os.path.join(out_dir, OPTIONS_FILE)
-  have = {k: False for k in want}  # datasets prepared before options were written
+  # Datasets prepared before options were written (labeled ones only had this option).
+  have = {k: False for k in want} if "train_from_validated" in want else {}
   if os.path.isfile(path):
     with open(path, encoding="utf-8") as f:
       have.update(json.load(f))
   if have != want:
+    key = next(k for k in want if have.get(k) != want[k])
+    field = key if key == "train_from_validated" else f"unlabeled.{key}"
     raise ValueError(
         f"{out_dir} was prepared with {have}, this run asks for {want} (config.data."
-        f"{next(k for k in want if have.get(k) != want[k])}); its splits differ. Use another "
+        f"{field}); its splits differ. Use another "
         "--config.data.data_dir, or remove that folder to prepare it again.")
 
 
@@ -320,7 +385,8 @@ def _load_utterances(root: str, corpus: str, lang: str, report: corpora.DataRepo
 
 def prepare(root: str, data_dir: str, corpus: str, lang: str, *, num_workers: int = 1,
             normalize: Callable[[str, str], str] | None = None,
-            train_from_validated: bool = False) -> str:
+            train_from_validated: bool = False,
+            segment: segment_lib.SegmentConfig | dict | None = None) -> str:
   """Builds the (corpus, lang) array_record dataset from corpus root `root`; idempotent.
 
   Splits: train, dev, test, plus train_10min / train_1h where ROOT/subsets/<corpus>/<lang>/
@@ -342,6 +408,8 @@ def prepare(root: str, data_dir: str, corpus: str, lang: str, *, num_workers: in
     normalize: text normaliser; defaults to mlasr.data.text.normalize.
     train_from_validated: Common Voice: train on validated.tsv minus the dev/test speakers
       and sentences instead of train.tsv (config.data.train_from_validated).
+    segment: unlabeled corpora: how recordings are cut (segment.SegmentConfig or its dict,
+      config.data.unlabeled; default fixed 15 s windows, 2 s minimum). Ignored otherwise.
 
   Returns:
     The dataset directory (also holding data_report.json and mlasr_index.json).
@@ -349,7 +417,11 @@ def prepare(root: str, data_dir: str, corpus: str, lang: str, *, num_workers: in
   out_dir = dataset_dir(data_dir, corpus, lang)
   report_path = os.path.join(out_dir, REPORT_FILE)
   info_path = os.path.join(out_dir, "dataset_info.json")
-  options = _options(corpus, train_from_validated)
+  unlabeled = corpus in corpora.UNLABELED_CORPORA
+  if isinstance(segment, dict):
+    segment = segment_lib.SegmentConfig.from_dict(segment)
+  segment = (segment or segment_lib.SegmentConfig()) if unlabeled else None
+  options = _options(corpus, train_from_validated, segment)
   if os.path.isfile(os.path.join(out_dir, INDEX_FILE)):
     _check_options(out_dir, options)
     log.info("%s/%s already prepared in %s", corpus, lang, out_dir)
@@ -396,7 +468,7 @@ def prepare(root: str, data_dir: str, corpus: str, lang: str, *, num_workers: in
         + f". A partial download? Download those clips (report: {report_path}):\n"
         f"{report.summary()}")
   builder = MlasrAsr(utterances=utterances, report=report, normalize=normalize,
-                     num_workers=num_workers, config=tfds.core.BuilderConfig(
+                     num_workers=num_workers, segment=segment, config=tfds.core.BuilderConfig(
                          name=f"{corpus}_{lang}", description=f"{corpus} {lang}"),
                      data_dir=data_dir, file_format="array_record")
   if not os.path.isfile(info_path):
@@ -486,17 +558,24 @@ def main(argv: Sequence[str] | None = None) -> None:
   p = argparse.ArgumentParser(description=main.__doc__)
   p.add_argument("root")
   p.add_argument("data_dir")
-  p.add_argument("datasets", nargs="+", help="corpus:lang, e.g. commonvoice:hi")
+  p.add_argument("datasets", nargs="+", help="corpus:lang, e.g. commonvoice:hi, "
+                 "voxpopuli_unlabelled:fi, audio_dir:sw")
   p.add_argument("--num_workers", type=int, default=os.cpu_count() or 1)
   p.add_argument("--train_from_validated", action="store_true",
                  help="Common Voice: train on validated.tsv minus the dev/test speakers and "
                  "sentences")
+  defaults = segment_lib.SegmentConfig()
+  p.add_argument("--segment", default=defaults.segment, choices=segment_lib.SEGMENTERS,
+                 help="unlabeled sources: fixed windows or VAD segments")
+  p.add_argument("--window_seconds", type=float, default=defaults.window_seconds)
+  p.add_argument("--min_seconds", type=float, default=defaults.min_seconds)
   args = p.parse_args(argv)
   logging.basicConfig(level=logging.INFO)
+  segment = segment_lib.SegmentConfig(args.segment, args.window_seconds, args.min_seconds)
   for spec in args.datasets:
     corpus, lang = spec.split(":")
     out = prepare(args.root, args.data_dir, corpus, lang, num_workers=args.num_workers,
-                  train_from_validated=args.train_from_validated)
+                  train_from_validated=args.train_from_validated, segment=segment)
     print(f"{corpus}/{lang}: {out} (report: {os.path.join(out, REPORT_FILE)})")
 
 
