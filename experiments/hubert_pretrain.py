@@ -10,6 +10,9 @@ Iteration 1 (MFCC k-means targets, K=100, 100 Hz) on the `paper` benchmark, CPU 
 Iteration 2: features from layer `layer` of the iteration-1 model (extract_features
 --features layer:L --workdir W/hubert_it1), K=500, labels at the encoder frame rate.
 BEST-RQ instead of k-means: `targets=bestrq` (no labels, no iterations).
+Unlabeled audio mixes in as sources of its own, e.g.
+`sources=commonvoice:fi+voxpopuli:fi+voxpopuli_unlabelled:fi+audio_dir:fi` (segments per
+config.data.unlabeled; dev metrics from the transcribed sources; docs/real_corpora.md).
 papers/hubert_lowres/reproduce.sh runs the whole study.
 
 Deviations from fairseq's HuBERT Base recipe (examples/hubert/config/pretrain/

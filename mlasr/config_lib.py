@@ -14,7 +14,7 @@ import tempfile
 import ml_collections
 
 from mlasr import fileio, masking, sharding
-from mlasr.data import augment
+from mlasr.data import augment, segment
 from mlasr.models import hubert_pretrain
 from mlasr.targets import bestrq
 
@@ -170,6 +170,10 @@ def base_config(task: str = "ctc") -> ml_collections.ConfigDict:
   c.data.worker_count = 0
   c.data.prepare_workers = 2
   c.data.langs = ()                  # lang_id order; default: the languages of `sources`
+  # Unlabeled sources (voxpopuli_unlabelled:<lang>, audio_dir:<lang>): how recordings are cut
+  # into training segments (mlasr/data/segment.py): segment "fixed" | "vad_energy" |
+  # "vad_silero", window_seconds, min_seconds, max_recording_seconds.
+  c.data.unlabeled = dataclasses.asdict(segment.SegmentConfig())
   # Waveform augmentation of training batches (mlasr/data/augment.py: speed, noise, babble,
   # reverberation, channel), all off; defaults and meanings live in augment.AugmentConfig.
   c.data.augment = dataclasses.asdict(augment.AugmentConfig())

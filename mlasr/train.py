@@ -85,6 +85,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
   # Clear errors before any work: a dataset on a bucket (read it through a gcsfuse mount),
   # a workdir that cannot be written. The workdir itself may be local or gs:// (mlasr/fileio).
   inputs.check_data_paths(config.data)
+  inputs.check_task_sources(config)  # CTC / LID on unlabeled audio: refused before preparing
   config_lib.ensure_writable_dir(workdir, "--workdir")
   # Before any key exists: keys made under one implementation do not mix with another's.
   ckpt_lib.set_prng_impl(config.prng_impl)
@@ -195,9 +196,17 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
     graphdef, state = nnx.split((model, optimizer))
     state = jax.device_put(state, state_shardings)
 
-  dev_data = inputs.eval_data(config, config.data.eval_split, task_setup["label_store"])
+  # Pretraining on unlabeled sources alone has no dev split: it trains without dev metrics.
+  dev_data = (inputs.eval_data(config, config.data.eval_split, task_setup["label_store"])
+              if inputs.labeled_datasets(config.data) else None)
+  if dev_data is None:
+    logging.warning("Every source is unlabeled audio (no %r split): no dev evaluation and no "
+                    "'best' checkpoint; add a transcribed source for dev metrics.",
+                    config.data.eval_split)
 
   def evaluate_dev(step):
+    if dev_data is None:
+      return {}
     summary = task.evaluate(
         lambda b: eval_step(state, sharding_lib.to_device(b, batch_sharding), 0), dev_data,
         task_setup)

@@ -1,6 +1,6 @@
 """Unlabeled audio sources: VoxPopuli's unlabelled_data layout, audio_dir trees and manifests,
-segmentation into training windows, their data-report accounting, and HuBERT's target
-pipeline on the segments."""
+segmentation into training windows, their data-report accounting, pretraining on a mix of
+labeled and unlabeled sources, and CTC / LID refusing them."""
 import collections
 import json
 import os
@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 import corpus_fixture
-from mlasr.data import corpora, segment, tfds_builder
+from mlasr import train
+from mlasr.data import corpora, inputs, segment, tfds_builder
+from test_train import experiment, load_experiment
 
 # Every test that prepares into the shared corpus' <root>/tfds uses these options (a dataset
 # prepared under other segmentation options is refused, not reused).
@@ -176,6 +178,47 @@ def test_vad_segments_leave_out_the_silence(unlabelled_corpus, tmp_path):
       e["recording_seconds"], abs=1e-3)
   starts = sorted(float(u.split("@")[1]) for u in index["utt_id"] if u.startswith("talks/a@"))
   assert not any(3.0 < s < 6.0 for s in starts)  # nothing starts inside the silence
+
+
+def _pretrain_config(root, sources):
+  config = load_experiment(experiment("hubert_pretrain.py"), root, sources)
+  config.model.targets = "bestrq"
+  config.model.bestrq.codebook_size = 64
+  config.data.unlabeled.update(TEST_SEGMENT)
+  return config
+
+
+def test_pretraining_mixes_labeled_and_unlabeled_sources(unlabelled_corpus, tmp_path):
+  root, _ = unlabelled_corpus
+  sources = ("commonvoice:hi", "voxpopuli:it") + corpus_fixture.UNLABELLED_SOURCES
+  dev = train.run(_pretrain_config(root, sources), str(tmp_path / "mixed"))
+  assert dev and all(np.isfinite(v) for v in dev.values())  # dev: the labeled sources' dev
+  weights = json.load(open(tmp_path / "mixed" / inputs.SOURCE_WEIGHTS_FILE))
+  assert set(weights["source_shares"]) == set(sources)
+  assert sum(weights["source_shares"].values()) == pytest.approx(1.0)
+  assert set(weights["sources"]["it"]) == {"voxpopuli:it", "voxpopuli_unlabelled:it"}
+  lines = open(tmp_path / "mixed" / "metrics.jsonl").read().splitlines()
+  assert len(lines) == 3  # two train steps + the final dev eval
+
+  # Unlabeled audio alone trains too, without a dev split (and says so).
+  alone = _pretrain_config(root, corpus_fixture.UNLABELLED_SOURCES)
+  assert train.run(alone, str(tmp_path / "alone")) == {}
+  assert len(open(tmp_path / "alone" / "metrics.jsonl").read().splitlines()) == 2
+  with pytest.raises(ValueError, match="every source .* is unlabeled"):
+    inputs.eval_data(alone, "dev")
+
+
+@pytest.mark.parametrize("name", ["demo_ctc.py", "lid.py"])
+def test_supervised_tasks_refuse_unlabeled_sources(unlabelled_corpus, tmp_path, name):
+  root, _ = unlabelled_corpus
+  config = load_experiment(experiment(name), root, ("commonvoice:hi", "audio_dir:hi"))
+  config.data.data_dir = str(tmp_path / "tfds")
+  with pytest.raises(ValueError, match="unlabeled audio \\['audio_dir:hi'\\]"):
+    train.run(config, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "tfds")  # refused before anything was prepared
+  config.data.sources = ("commonvoice:hi", "wav2vec:hi")
+  with pytest.raises(ValueError, match="audio_dir:<lang>"):
+    inputs.datasets(config.data)
 
 
 def test_kmeans_targets_are_dumped_for_unlabeled_segments(unlabelled_corpus, tmp_path):

@@ -3,6 +3,11 @@
 config.data.sources lists "corpus:lang" pairs; each becomes a TFDS array_record dataset under
 config.data.data_dir (default <root>/tfds), built on first use from the corpus files
 (mlasr.data.tfds_builder.prepare, idempotent). Language ids are positions in `languages()`.
+
+Unlabeled sources ("voxpopuli_unlabelled:<lang>", "audio_dir:<lang>"; corpora.
+UNLABELED_CORPORA) are recordings without transcripts, cut into segments as
+config.data.unlabeled says: they train pretraining tasks only (check_task_sources refuses
+them for CTC and LID), have a train split only, and dev evaluation uses the labeled sources.
 """
 from __future__ import annotations
 
@@ -20,15 +25,40 @@ from mlasr.data import tokenizer as tokenizer_lib
 SAMPLE_RATE = tfds_builder.SAMPLE_RATE
 
 
+LABELED_CORPORA = ("commonvoice", "voxpopuli")
+# Tasks that need a transcript (CTC) or a checked language label (LID) for every example.
+SUPERVISED_TASKS = ("ctc", "lid")
+
+
 def datasets(data_cfg: ml_collections.ConfigDict) -> list[tuple[str, str]]:
   out = []
   for source in data_cfg.sources:
     corpus, sep, lang = source.partition(":")
-    if not sep or corpus not in ("commonvoice", "voxpopuli"):
+    if not sep or not lang or corpus not in LABELED_CORPORA + corpora.UNLABELED_CORPORA:
       raise ValueError(f"config.data.sources entry {source!r} must look like "
-                       "'commonvoice:<lang>' or 'voxpopuli:<lang>'.")
+                       "'commonvoice:<lang>' or 'voxpopuli:<lang>' (transcribed), or "
+                       "'voxpopuli_unlabelled:<lang>' or 'audio_dir:<lang>' (unlabeled audio).")
     out.append((corpus, lang))
   return out
+
+
+def labeled_datasets(data_cfg: ml_collections.ConfigDict) -> list[tuple[str, str]]:
+  """The sources with transcripts: the ones dev and test splits come from."""
+  return [(c, l) for c, l in datasets(data_cfg) if c not in corpora.UNLABELED_CORPORA]
+
+
+def check_task_sources(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the unlabeled sources of a CTC or LID config (before anything
+  is prepared): they have no transcripts, and their language is only their folder's name."""
+  if config.task not in SUPERVISED_TASKS:
+    return
+  bad = [f"{c}:{l}" for c, l in datasets(config.data) if c in corpora.UNLABELED_CORPORA]
+  if bad:
+    raise ValueError(
+        f"config.data.sources has unlabeled audio {bad}: task {config.task!r} trains on "
+        "transcribed sources only (commonvoice:<lang>, voxpopuli:<lang>). Unlabeled sources "
+        "are for pretraining (experiments/hubert_pretrain.py, config.task='hubert'); remove "
+        f"{bad[0]!r} from config.data.sources.")
 
 
 def languages(data_cfg: ml_collections.ConfigDict) -> list[str]:
@@ -70,7 +100,9 @@ def prepare_sources(data_cfg: ml_collections.ConfigDict) -> list[tuple[str, str]
                                   disable=len(todo) < 2):
       tfds_builder.prepare(root, data_dir(data_cfg), corpus, lang,
                            num_workers=data_cfg.prepare_workers,
-                           train_from_validated=data_cfg.train_from_validated)
+                           train_from_validated=data_cfg.train_from_validated,
+                           segment=(dict(data_cfg.unlabeled)
+                                    if corpus in corpora.UNLABELED_CORPORA else None))
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
     multihost_utils.sync_global_devices("mlasr_prepare_sources")
@@ -83,9 +115,11 @@ def prepare_sources(data_cfg: ml_collections.ConfigDict) -> list[tuple[str, str]
 
 def require_split(data_cfg: ml_collections.ConfigDict, split: str, setting: str) -> None:
   """Raises ValueError, naming `setting`, why the split is empty and which splits exist,
-  unless every source's prepared dataset has `split`."""
+  unless every source's prepared dataset has `split` (for an eval split: every labeled
+  source; unlabeled ones have a train split only)."""
   problems, common = [], None
-  for corpus, lang in datasets(data_cfg):
+  is_eval = setting.endswith("eval_split")
+  for corpus, lang in (labeled_datasets(data_cfg) if is_eval else datasets(data_cfg)):
     index = tfds_builder.load_index(data_dir(data_cfg), corpus, lang)
     common = set(index) if common is None else common & set(index)
     if split in index:
@@ -101,7 +135,6 @@ def require_split(data_cfg: ml_collections.ConfigDict, split: str, setting: str)
                     f"it has {sorted(index)})")
   if problems:
     usable = sorted(common or ())
-    is_eval = setting.endswith("eval_split")
     also = " (mlasr.evaluate: --split)" if is_eval else ""
     example = next((s for s in (("test", "dev") if is_eval else ("train",)) if s in usable),
                    usable[0] if usable else "test")
@@ -200,10 +233,16 @@ def write_sampling_weights(train: pipeline.TrainData, workdir: str) -> str:
 
 
 def eval_data(config: ml_collections.ConfigDict, split: str, labels=None) -> pipeline.EvalData:
-  """Every utterance of `split` once, in padded batches (scored against text_norm)."""
+  """Every utterance of `split` once, in padded batches (scored against text_norm), from the
+  labeled sources (ValueError when there is none: unlabeled audio has no dev or test)."""
   require_split(config.data, split, "config.data.eval_split")
+  if not (labeled := labeled_datasets(config.data)):
+    raise ValueError(f"no {split!r} split to evaluate: every source in config.data.sources "
+                     f"({list(config.data.sources)}) is unlabeled audio, which has a train "
+                     "split only; add a transcribed source (commonvoice:<lang>, "
+                     "voxpopuli:<lang>) for dev metrics.")
   return pipeline.eval_data(
-      data_dir(config.data), datasets(config.data), split, langs=languages(config.data),
+      data_dir(config.data), labeled, split, langs=languages(config.data),
       buckets=buckets(config.data), batch_size=config.data.eval_batch_size, labels=labels,
       shard_index=jax.process_index(), shard_count=jax.process_count())
 
