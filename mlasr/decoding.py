@@ -85,31 +85,26 @@ def _logaddexp(a: float, b: float) -> float:
 
 
 class LMScorer:
-  """Natural-log LM scores of hypothesis texts, incrementally, through KenLM states."""
+  """Natural-log LM scores of hypothesis texts, incrementally, through KenLM states.
+
+  No cache: the beam search reaches each prefix once per utterance (its trie of prefixes)
+  and asks for the prefix's state then."""
 
   def __init__(self, model, kind: str):
     import kenlm  # pylint: disable=import-outside-toplevel
     if kind not in ("char", "word"):
       raise ValueError(f"LM kind must be 'char' or 'word', got {kind!r}")
     self.model, self.kind, self._kenlm = model, kind, kenlm
-    self._cache: dict = {}
 
   def start(self):
-    """The state at the start of a sentence (and a fresh cache: one search at a time)."""
-    self._cache = {}
+    """The state at the start of a sentence."""
     state = self._kenlm.State()
     self.model.BeginSentenceWrite(state)
     return state
 
   def _step(self, state, unit: str):
-    key = (id(state), unit)
-    hit = self._cache.get(key)
-    if hit is not None and hit[0] is state:
-      return hit[1], hit[2]
     out = self._kenlm.State()
-    score = self.model.BaseScore(state, unit, out) * _LN10
-    self._cache[key] = (state, score, out)  # keeps `state` alive so its id stays unique
-    return score, out
+    return self.model.BaseScore(state, unit, out) * _LN10, out
 
   def extend(self, state, partial: str, text: str):
     """Adds `text` (characters, maybe spaces) after (state, partial word); returns
@@ -145,23 +140,65 @@ class LMScorer:
     return score + s, words
 
 
-@dataclasses.dataclass
-class _Prefix:
-  p_blank: float = NEG_INF      # log P(alignments of the prefix ending in blank)
-  p_label: float = NEG_INF      # ... ending in its last label
-  bonus: float = 0.0            # weighted LM + word bonus + hotword credit so far
-  state: object = None          # LM state after the completed units
-  partial: str = ""             # the unfinished word
-  text: str = ""
-  hot: float = 0.0              # hotword credit included in `bonus`
+class _Node:
+  """One prefix (a node of the trie of prefixes) with what its searches share: its text, LM
+  state, and the LM score, words and hotword characters its last label added, none of which
+  depends on the weights. Made once per _Trie, when a search first reaches it; each label
+  sequence is one node (through `children`), so nodes are the searches' dict keys (by
+  identity) and no tuple of labels is built and hashed per extension."""
+  __slots__ = ("label", "text", "state", "partial", "lm", "words", "credit", "children")
 
-  @property
-  def acoustic(self) -> float:
-    return _logaddexp(self.p_blank, self.p_label)
+  def __init__(self, label, text, state, partial, lm=0.0, words=0, credit=0):
+    self.label = label            # the last label (None at the root)
+    self.text = text
+    self.state = state            # LM state after the completed units
+    self.partial = partial        # the unfinished word
+    self.lm = lm                  # natural-log LM score of the units the last label completed
+    self.words = words            # words the last label completed
+    self.credit = credit          # characters of `text` inside hotwords (_hot_credit)
+    self.children: dict[int, _Node] = {}
 
-  @property
-  def total(self) -> float:
-    return self.acoustic + self.bonus
+
+class _Trie:
+  """The prefixes the searches of one utterance reach, under one LM (or none) and one hotword
+  list: searches of the same posteriors at other weights (lm.tune's grid) reuse its nodes
+  rather than extend KenLM states again."""
+
+  def __init__(self, id_strings: Sequence[str], scorer: LMScorer | None,
+               hotwords: frozenset[str]):
+    self.id_strings, self.scorer, self.hotwords = id_strings, scorer, hotwords
+    self.hot_prefixes = frozenset(w[:i] for w in hotwords for i in range(1, len(w) + 1))
+    self.root = _Node(None, "", scorer.start() if scorer is not None else None, "")
+
+  def child(self, parent: _Node, label: int) -> _Node:
+    """The node of `parent` + `label`, made (and scored) the first time it is reached."""
+    node = parent.children.get(label)
+    if node is None:
+      add = self.id_strings[label]
+      text = parent.text + add
+      if self.scorer is not None:
+        lm, state, partial, words = self.scorer.extend(parent.state, parent.partial, add)
+      else:
+        lm, state = 0.0, None
+        words = _count_words(parent.partial, add)
+        partial = (parent.partial + add).split(" ")[-1]
+      credit = _hot_credit(text, self.hotwords, self.hot_prefixes) if self.hotwords else 0
+      node = parent.children[label] = _Node(label, text, state, partial, lm, words, credit)
+    return node
+
+
+class _Beam:
+  """A prefix at one frame: its node, alignment probabilities and weighted bonus."""
+  __slots__ = ("node", "bonus", "hot", "p_blank", "p_label", "acoustic", "total")
+
+  def __init__(self, node, bonus, hot):
+    self.node = node
+    self.bonus = bonus            # weighted LM + word bonus + hotword credit so far
+    self.hot = hot                # hotword credit included in `bonus`
+    self.p_blank = NEG_INF        # log P(alignments of the prefix ending in blank)
+    self.p_label = NEG_INF        # ... ending in its last label
+    self.acoustic = NEG_INF       # logaddexp of the two, set once the frame is done
+    self.total = NEG_INF          # acoustic + bonus, what beams are ranked by
 
 
 def _hot_credit(text: str, hotwords: frozenset[str], prefixes: frozenset[str]) -> int:
@@ -171,6 +208,22 @@ def _hot_credit(text: str, hotwords: frozenset[str], prefixes: frozenset[str]) -
   done, last = words[:-1], words[-1]
   credit = sum(len(w) for w in done if w in hotwords)
   return credit + (len(last) if last and last in prefixes else 0)
+
+
+def _frame_candidates(log_probs: np.ndarray, beam: int, prune_logp: float
+                      ) -> list[list[tuple[int, float]]]:
+  """Per frame, the (label, log-probability) pairs the search tries, in the order it tries
+  them: the labels above `prune_logp` by id (the `beam` most probable, best first, where more
+  pass), then the blank if it did not. Plain Python numbers: the search reads each many times."""
+  out = []
+  for frame in log_probs:
+    cands = np.flatnonzero(frame > prune_logp)
+    if len(cands) > beam:
+      cands = cands[np.argsort(frame[cands])[::-1][:beam]]
+    if BLANK_ID not in cands:
+      cands = np.append(cands, BLANK_ID)
+    out.append(list(zip(cands.tolist(), frame[cands].tolist())))
+  return out
 
 
 def prefix_beam_search(log_probs: np.ndarray, id_strings: Sequence[str], cfg: BeamConfig,
@@ -183,84 +236,100 @@ def prefix_beam_search(log_probs: np.ndarray, id_strings: Sequence[str], cfg: Be
     cfg: beam width, pruning, LM weight and word bonus, hotwords.
     scorer: LM scorer (None: no LM, lm_weight ignored).
   """
-  use_lm = scorer is not None and cfg.lm_weight != 0.0
-  hotwords = frozenset(w for phrase in cfg.hotwords for w in phrase.split())
-  hot_prefixes = frozenset(w[:i] for w in hotwords for i in range(1, len(w) + 1))
-  use_hot = bool(hotwords) and cfg.hotword_weight != 0.0
-  root = _Prefix(p_blank=0.0, state=scorer.start() if use_lm else None)
-  beams: dict[tuple[int, ...], _Prefix] = {(): root}
-  t_frames, vocab = log_probs.shape
-  for t in range(t_frames):
-    frame = log_probs[t]
-    cands = np.flatnonzero(frame > cfg.prune_logp)
-    if len(cands) > cfg.beam:
-      cands = cands[np.argsort(frame[cands])[::-1][:cfg.beam]]
-    if BLANK_ID not in cands:
-      cands = np.append(cands, BLANK_ID)
-    if len(cands) == 1:  # only the blank survives pruning (most frames): no new prefixes
-      lp = float(frame[BLANK_ID])
-      for prefix in beams.values():
-        prefix.p_blank, prefix.p_label = prefix.acoustic + lp, NEG_INF
+  return prefix_beam_searches(log_probs, id_strings, [cfg], scorer, num_results)[0]
+
+
+def prefix_beam_searches(log_probs: np.ndarray, id_strings: Sequence[str],
+                         cfgs: Sequence[BeamConfig], scorer: LMScorer | None = None,
+                         num_results: int = 1) -> list[list[tuple[str, float, float]]]:
+  """prefix_beam_search of one utterance under each of `cfgs` (a grid of weights): the same
+  results, with the frame candidates and the prefixes' LM scores computed once for all."""
+  tries, candidates, out = {}, {}, []
+  for cfg in cfgs:
+    use_lm = scorer is not None and cfg.lm_weight != 0.0
+    hotwords = frozenset(w for phrase in cfg.hotwords for w in phrase.split())
+    use_hot = bool(hotwords) and cfg.hotword_weight != 0.0
+    key = (use_lm, hotwords if use_hot else frozenset())
+    if key not in tries:
+      tries[key] = _Trie(id_strings, scorer if use_lm else None, key[1])
+    if (cfg.beam, cfg.prune_logp) not in candidates:
+      candidates[cfg.beam, cfg.prune_logp] = _frame_candidates(log_probs, cfg.beam,
+                                                               cfg.prune_logp)
+    out.append(_search(candidates[cfg.beam, cfg.prune_logp], tries[key], cfg, use_lm, use_hot,
+                       num_results))
+  return out
+
+
+def _search(frames: list[list[tuple[int, float]]], trie: _Trie, cfg: BeamConfig, use_lm: bool,
+            use_hot: bool, num_results: int) -> list[tuple[str, float, float]]:
+  """The search itself (Hannun et al.'s prefix beam search, module docstring)."""
+  use_words = use_lm or cfg.word_bonus
+  lm_weight, word_bonus, hotword_weight = cfg.lm_weight, cfg.word_bonus, cfg.hotword_weight
+  lae = _logaddexp
+
+  def extend(b: _Beam, node: _Node) -> _Beam:
+    """The beam of `node`, a child of b.node, with its bonus."""
+    bonus, hot = b.bonus, b.hot
+    if use_words:
+      if use_lm:
+        bonus += lm_weight * node.lm
+      bonus += word_bonus * node.words
+    if use_hot:
+      new_hot = hotword_weight * node.credit
+      bonus, hot = bonus + new_hot - b.hot, new_hot
+    return _Beam(node, bonus, hot)
+
+  root = _Beam(trie.root, 0.0, 0.0)
+  root.p_blank = root.acoustic = root.total = 0.0
+  beams = [root]
+  for cands in frames:
+    if len(cands) == 1:  # only the blank survives pruning: no new prefixes
+      lp = cands[0][1]
+      for b in beams:  # p_label becomes -inf, so the acoustic score is p_blank
+        b.p_blank = b.acoustic = b.acoustic + lp
+        b.p_label = NEG_INF
+        b.total = b.acoustic + b.bonus
       continue
-    nxt: dict[tuple[int, ...], _Prefix] = {}
-
-    def get(key, parent, label):
-      p = nxt.get(key)
-      if p is None:
-        if label is None:  # same prefix
-          p = _Prefix(bonus=parent.bonus, state=parent.state, partial=parent.partial,
-                      text=parent.text, hot=parent.hot)
+    nxt: dict[_Node, _Beam] = {}  # insertion order breaks ties in the ranking below
+    for b in beams:
+      node, acoustic = b.node, b.acoustic
+      for c, lp in cands:
+        if c == BLANK_ID or c == node.label:
+          same = nxt.get(node)
+          if same is None:
+            same = nxt[node] = _Beam(node, b.bonus, b.hot)
+          if c == BLANK_ID:
+            same.p_blank = lae(same.p_blank, acoustic + lp)
+            continue
+          same.p_label = lae(same.p_label, b.p_label + lp)  # a repeat without a blank
+          p = b.p_blank  # after a blank, the repeat is a new label
         else:
-          add = id_strings[label]
-          text = parent.text + add
-          bonus, state, partial = parent.bonus, parent.state, parent.partial
-          if use_lm or cfg.word_bonus:
-            if use_lm:
-              s, state, partial, words = scorer.extend(state, partial, add)
-              bonus += cfg.lm_weight * s
-            else:
-              words = _count_words(partial, add)
-              partial = (partial + add).split(" ")[-1]
-            bonus += cfg.word_bonus * words
-          hot = parent.hot
-          if use_hot:
-            new_hot = cfg.hotword_weight * _hot_credit(text, hotwords, hot_prefixes)
-            bonus, hot = bonus + new_hot - parent.hot, new_hot
-          p = _Prefix(bonus=bonus, state=state, partial=partial, text=text, hot=hot)
-        nxt[key] = p
-      return p
-
-    for key, prefix in beams.items():
-      last = key[-1] if key else None
-      for c in cands:
-        c = int(c)
-        lp = float(frame[c])
-        if c == BLANK_ID:
-          same = get(key, prefix, None)
-          same.p_blank = _logaddexp(same.p_blank, prefix.acoustic + lp)
-        elif c == last:
-          same = get(key, prefix, None)  # repeat without a blank: the same prefix
-          same.p_label = _logaddexp(same.p_label, prefix.p_label + lp)
-          ext = get(key + (c,), prefix, c)  # repeat after a blank: a new label
-          ext.p_label = _logaddexp(ext.p_label, prefix.p_blank + lp)
+          p = acoustic
+        kid = node.children.get(c) or trie.child(node, c)  # (the call: a new node)
+        ext = nxt.get(kid)
+        if ext is None:
+          ext = nxt[kid] = extend(b, kid)
+          ext.p_label = p + lp  # = logaddexp(-inf, p + lp)
         else:
-          ext = get(key + (c,), prefix, c)
-          ext.p_label = _logaddexp(ext.p_label, prefix.acoustic + lp)
-    beams = dict(sorted(nxt.items(), key=lambda kv: -kv[1].total)[:cfg.beam])
+          ext.p_label = lae(ext.p_label, p + lp)
+    for b in nxt.values():
+      b.acoustic = lae(b.p_blank, b.p_label)
+      b.total = b.acoustic + b.bonus
+    beams = sorted(nxt.values(), key=lambda b: -b.total)[:cfg.beam]
 
   results = []
-  for prefix in beams.values():
-    final = prefix.total
+  for b in beams:
+    node, final = b.node, b.total
     if use_lm:
-      s, words = scorer.finish(prefix.state, prefix.partial)
+      s, words = trie.scorer.finish(node.state, node.partial)
       final += cfg.lm_weight * s + cfg.word_bonus * words
-    elif cfg.word_bonus and prefix.partial:
+    elif cfg.word_bonus and node.partial:
       final += cfg.word_bonus
     if use_hot:  # the last word is complete now: a partial match that is no hotword ends here
-      final += cfg.hotword_weight * _hot_credit(prefix.text + " ", hotwords, hot_prefixes) - \
-          prefix.hot
-    text = " ".join(prefix.text.split())
-    results.append((text, final, prefix.acoustic))
+      final += cfg.hotword_weight * _hot_credit(node.text + " ", trie.hotwords,
+                                                trie.hot_prefixes) - b.hot
+    text = " ".join(node.text.split())
+    results.append((text, final, b.acoustic))
   results.sort(key=lambda r: -r[1])
   return results[:num_results]
 

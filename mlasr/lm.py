@@ -25,15 +25,23 @@ language identifier (decoding.LanguageIdentifier) by its dev accuracy (RUN/lm/li
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import json
 import math
+import multiprocessing
 import os
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
+# Processes for the pure-Python work on LMs: estimating them (build_lms) and beam search with
+# them (evaluators.asr.beam_grid). Two, what `make demo`'s machine has, or fewer cores there;
+# and only for this much training text, below which starting them (each imports mlasr:
+# seconds) costs more than it saves.
+DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
+POOL_MIN_CHARS = 200_000
 SPACE = "|"
 LOG10_ZERO = -99.0  # ARPA's "impossible" (KenLM writes -99 for <s>)
 
@@ -63,7 +71,9 @@ class NgramModel:
         f.write(f"ngram {n}={len(self.grams[n - 1])}\n")
       for n in range(1, self.order + 1):
         f.write(f"\n\\{n}-grams:\n")
-        for gram, (prob, backoff) in sorted(self.grams[n - 1].items()):
+        grams = self.grams[n - 1]
+        for gram in sorted(grams):  # keys, not (key, value) pairs: same order, less to compare
+          prob, backoff = grams[gram]
           line = f"{prob:.7f}\t{' '.join(gram)}"
           if n < self.order and backoff != 0.0:
             line += f"\t{backoff:.7f}"
@@ -108,12 +118,9 @@ def estimate(sentences: Iterable[Sequence[str]], order: int) -> NgramModel:
   for sent in sentences:
     toks = [BOS] + list(sent) + [EOS]
     vocab.update(sent)
-    for n in range(1, order + 1):
-      for i in range(max(0, 1 if n == 1 else 0), len(toks) - n + 1):
-        gram = tuple(toks[i:i + n])
-        if n == 1 and gram == (BOS,):
-          continue
-        raw[n - 1][gram] += 1
+    raw[0].update(zip(toks[1:]))  # unigrams: <s> is never predicted
+    for n in range(2, order + 1):  # zip of shifted copies: every n-gram, left to right
+      raw[n - 1].update(zip(*(toks[k:] for k in range(n))))
   if not raw[0]:
     raise ValueError("no training text for the language model")
   # Adjusted counts: raw for the highest order and for n-grams starting with <s>; otherwise
@@ -130,17 +137,18 @@ def estimate(sentences: Iterable[Sequence[str]], order: int) -> NgramModel:
       adjusted[n - 1].setdefault(gram, c)
   discounts = [_discounts(a) for a in adjusted]
 
-  def discount(n, c):
-    d1, d2, d3 = discounts[n - 1]
-    return d1 if c == 1 else d2 if c == 2 else d3
+  # discount_of[n - 1][min(c, 3)]: the discount of an n-gram of adjusted count c.
+  discount_of = [(0.0,) + d for d in discounts]
 
   # Per history: total adjusted count and the backoff mass (sum of discounts).
   totals, gammas = [], []
   for n in range(1, order + 1):
     total, mass = collections.Counter(), collections.Counter()
+    d = discount_of[n - 1]
     for gram, c in adjusted[n - 1].items():
-      total[gram[:-1]] += c
-      mass[gram[:-1]] += discount(n, c)
+      h = gram[:-1]
+      total[h] += c
+      mass[h] += d[min(c, 3)]
     totals.append(total)
     gammas.append({h: mass[h] / total[h] for h in total})
 
@@ -150,13 +158,16 @@ def estimate(sentences: Iterable[Sequence[str]], order: int) -> NgramModel:
   # Unigrams: interpolated with the uniform distribution over the vocabulary and <unk>.
   g0 = gammas[0].get((), 0.0)
   for gram, c in adjusted[0].items():
-    probs[0][gram] = (c - discount(1, c)) / totals[0][()] + g0 * uniform
+    probs[0][gram] = (c - discount_of[0][min(c, 3)]) / totals[0][()] + g0 * uniform
   probs[0][(UNK,)] = g0 * uniform
   for n in range(2, order + 1):
+    # p(w | h): discounted count, plus the backoff mass times the lower order's p(w | h[1:])
+    # (always listed: every suffix of a seen n-gram is seen).
+    d, total, gamma, lower, out = (discount_of[n - 1], totals[n - 1], gammas[n - 1],
+                                   probs[n - 2], probs[n - 1])
     for gram, c in adjusted[n - 1].items():
       h = gram[:-1]
-      lower = _interpolated(probs, gram[1:])
-      probs[n - 1][gram] = (c - discount(n, c)) / totals[n - 1][h] + gammas[n - 1][h] * lower
+      out[gram] = (c - d[min(c, 3)]) / total[h] + gamma[h] * lower[gram[1:]]
   grams = [dict() for _ in range(order)]
   for n in range(1, order + 1):
     for gram, p in probs[n - 1].items():
@@ -166,12 +177,6 @@ def estimate(sentences: Iterable[Sequence[str]], order: int) -> NgramModel:
   bos_bo = gammas[1].get((BOS,), 1.0) if order > 1 else 1.0
   grams[0][(BOS,)] = (LOG10_ZERO, math.log10(bos_bo) if order > 1 else 0.0)
   return NgramModel(order, grams, discounts)
-
-
-def _interpolated(probs: list[dict], gram: tuple[str, ...]) -> float:
-  """p(gram[-1] | gram[:-1]) from the already computed lower orders (gram is always listed:
-  every suffix of a seen n-gram is seen)."""
-  return probs[len(gram) - 1][gram]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,19 +207,45 @@ def training_text(train_texts: dict[str, list[str]], extra: dict[str, list[str]]
 
 
 def build_lms(texts: dict[str, list[str]], out_dir: str, char_order: int = 6,
-              word_order: int = 3) -> dict:
-  """Writes <out_dir>/<lang>/{char,word}.arpa for each language; returns their description."""
-  meta = {}
-  for lang, sents in sorted(texts.items()):
-    meta[lang] = {}
-    for kind, order in (("char", char_order), ("word", word_order)):
-      model = estimate((units(s, kind) for s in sents), order)
-      path = os.path.join(out_dir, lang, f"{kind}.arpa")
-      model.write_arpa(path)
-      meta[lang][kind] = dict(path=os.path.relpath(path, out_dir), order=order,
-                              ngrams=[len(g) for g in model.grams],
-                              discounts=[list(d) for d in model.discounts])
+              word_order: int = 3, workers: int | None = None) -> dict:
+  """Writes <out_dir>/<lang>/{char,word}.arpa for each language; returns their description.
+
+  workers: processes estimating models in parallel (None: DEFAULT_WORKERS for at least
+  POOL_MIN_CHARS of text, else this one); each model is estimated alone, so the files are the
+  same whatever the number.
+  """
+  jobs = [(lang, kind, order, sents, os.path.join(out_dir, lang, f"{kind}.arpa"))
+          for lang, sents in sorted(texts.items())
+          for kind, order in (("char", char_order), ("word", word_order))]
+  if workers is None:
+    chars = sum(len(s) for sents in texts.values() for s in sents)
+    workers = DEFAULT_WORKERS if chars >= POOL_MIN_CHARS else 1
+  workers = min(workers, len(jobs))
+  if workers <= 1:
+    described = [_build_one(job) for job in jobs]
+  else:
+    # Largest text first, so that no worker is left with a big model at the end. 'spawn':
+    # forking a process that has imported JAX (mlasr does) is unsafe.
+    biggest_first = sorted(range(len(jobs)), key=lambda i: -sum(map(len, jobs[i][3])))
+    with concurrent.futures.ProcessPoolExecutor(
+        workers, multiprocessing.get_context("spawn")) as pool:
+      done = list(pool.map(_build_one, [jobs[i] for i in biggest_first]))
+    described = [None] * len(jobs)
+    for i, d in zip(biggest_first, done):
+      described[i] = d
+  meta: dict = {}
+  for (lang, kind, order, _, path), (ngrams, discounts) in zip(jobs, described):
+    meta.setdefault(lang, {})[kind] = dict(path=os.path.relpath(path, out_dir), order=order,
+                                           ngrams=ngrams, discounts=discounts)
   return meta
+
+
+def _build_one(job) -> tuple[list[int], list[list[float]]]:
+  """Estimates and writes one model of build_lms; (n-grams per order, discounts)."""
+  _, kind, order, sents, path = job
+  model = estimate((units(s, kind) for s in sents), order)
+  model.write_arpa(path)
+  return [len(g) for g in model.grams], [list(d) for d in model.discounts]
 
 
 def load_kenlm(path: str):
@@ -263,32 +294,37 @@ WORD_BONUSES = (0.0, 1.0, 2.0)
 def tune(workdir: str, lm_dir: str, beam: int = 16, split: str = "dev",
          kinds: tuple[str, ...] = ("char", "word"),
          lm_weights: tuple[float, ...] = LM_WEIGHTS,
-         word_bonuses: tuple[float, ...] = WORD_BONUSES) -> dict:
+         word_bonuses: tuple[float, ...] = WORD_BONUSES, workers: int | None = None) -> dict:
   """Per language and LM kind, the (lm_weight, word_bonus) of the grid with the lowest CER
-  on `split`; written to <lm_dir>/tuned.json beside the models with every grid point's CER."""
+  on `split`; written to <lm_dir>/tuned.json beside the models with every grid point's CER.
+  workers: beam-search processes (None: asr.beam_grid's default)."""
   from mlasr import evaluate, metrics  # pylint: disable=import-outside-toplevel
   from mlasr.data import inputs  # pylint: disable=import-outside-toplevel
   from mlasr.evaluators import asr  # pylint: disable=import-outside-toplevel
   config, tokenizer, model, _ = evaluate.restore_model(workdir)
   utts = asr.utterance_log_probs(evaluate.jitted_log_probs(config, model),
                                  inputs.eval_data(config, split))
-  by_lang: dict[str, list[dict]] = collections.defaultdict(list)
-  for u in utts:
-    by_lang[u["lang"]].append(u)
+  by_lang: dict[str, list[int]] = collections.defaultdict(list)
+  for i, u in enumerate(utts):
+    by_lang[u["lang"]].append(i)
+  # Every utterance at every grid point in one pass (asr.beam_grid: in parallel, each
+  # utterance's searches sharing their LM scores). Point 0, no LM weight, is the plain beam.
+  points = [(alpha, beta) for alpha in lm_weights
+            for beta in (word_bonuses if alpha > 0 else (0.0,))]
+  grid_settings = [{}] + [{lang: dict(lm_weight=alpha, word_bonus=beta) for lang in by_lang}
+                          for alpha, beta in points]
+  hyps = {kind: asr.beam_grid(utts, tokenizer, grid_settings, lm_dir, kind, beam=beam,
+                              workers=workers) for kind in kinds}
   tuned = {}
-  for lang, lang_utts in sorted(by_lang.items()):
+  for lang, idx in sorted(by_lang.items()):
     tuned[lang] = {}
-    refs = [u["ref"] for u in lang_utts]
-    greedy_like = asr.beam_transcribe(lang_utts, tokenizer, {}, beam=beam)
-    no_lm = metrics.corpus_error_rate(metrics.char_edits(refs, [u["hyp"] for u in greedy_like]))
+    refs = [utts[i]["ref"] for i in idx]
+    cers = {kind: [metrics.corpus_error_rate(metrics.char_edits(
+        refs, [hyps[kind][i][p] for i in idx])) for p in range(len(grid_settings))]
+            for kind in kinds}
+    no_lm = cers[kinds[0]][0] if kinds else None
     for kind in kinds:
-      grid = {}
-      for alpha in lm_weights:
-        for beta in word_bonuses if alpha > 0 else (0.0,):
-          settings = {lang: dict(lm_weight=alpha, word_bonus=beta)}
-          asr.beam_transcribe(lang_utts, tokenizer, settings, lm_dir, kind, beam=beam)
-          grid[f"{alpha},{beta}"] = metrics.corpus_error_rate(
-              metrics.char_edits(refs, [u["hyp"] for u in lang_utts]))
+      grid = {f"{alpha},{beta}": cers[kind][p + 1] for p, (alpha, beta) in enumerate(points)}
       best = min(grid, key=grid.get)
       alpha, beta = map(float, best.split(","))
       tuned[lang][kind] = dict(lm_weight=alpha, word_bonus=beta, cer=grid[best],
@@ -321,7 +357,7 @@ def main(argv):
   if f.tune:
     tune(f.workdir, os.path.join(f.workdir, "lm"), f.beam, kinds=tuple(f.tune_kinds),
          lm_weights=tuple(map(float, f.lm_weights)),
-         word_bonuses=tuple(map(float, f.word_bonuses)))
+         word_bonuses=tuple(map(float, f.word_bonuses)), workers=f.workers)
     return
   config = config_lib.load_config(f.workdir)
   data_dir = inputs.data_dir(config.data)
@@ -342,7 +378,7 @@ def main(argv):
           extra[lang] = [text_lib.normalize(l.strip(), lang) for l in fh if l.strip()]
   texts, counts = training_text(train, extra, held_out)
   out_dir = os.path.join(f.workdir, "lm")
-  meta = build_lms(texts, out_dir, f.char_order, f.word_order)
+  meta = build_lms(texts, out_dir, f.char_order, f.word_order, f.workers)
   with open(os.path.join(out_dir, "meta.json"), "w", encoding="utf-8") as fh:
     json.dump(dict(models=meta, text=counts, extra_text=extra_dir if extra else ""), fh, indent=1)
   for lang, c in counts.items():
@@ -365,5 +401,7 @@ if __name__ == "__main__":
   flags.DEFINE_list("lm_weights", [str(w) for w in LM_WEIGHTS], "--tune grid: LM weights.")
   flags.DEFINE_list("word_bonuses", [str(b) for b in WORD_BONUSES],
                     "--tune grid: word-insertion bonuses.")
+  flags.DEFINE_integer("workers", None, "Processes estimating the LMs, or beam searching "
+                       "with --tune (default: 2, or fewer where there are fewer cores).")
   flags.mark_flags_as_required(["workdir"])
   app.run(main)

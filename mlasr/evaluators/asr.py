@@ -3,6 +3,7 @@
     utts = greedy_transcribe(log_probs_fn, eval_data, tokenizer)   # best path
     utts = beam_transcribe(utterance_log_probs(log_probs_fn, eval_data), tokenizer, settings,
                            lm_dir, "char")                         # prefix beam search (+ LM)
+    hyps = beam_grid(utts, tokenizer, [settings, ...], lm_dir, "char")  # at several weights
     results = score(utts, n_boot=1000, meta=...)                   # mlasr.evaluators.report
 
 Both decoders search only the outputs of the utterance's language (`restrict`): a Hindi clip
@@ -17,6 +18,8 @@ CER, macro WER); mlasr.evaluate is the command line around the rest.
 """
 from __future__ import annotations
 
+import concurrent.futures
+import multiprocessing
 import os
 from typing import Callable, Iterator
 
@@ -83,29 +86,91 @@ def greedy_transcribe(log_probs_fn, eval_data, tokenizer, restrict: bool = True,
   return utts
 
 
+# Beam search is pure Python, one core per process, so a pool of processes decodes utterances
+# in parallel: lm.DEFAULT_WORKERS (two) where there are at least this many frames times grid
+# points to search (about 15 s on one core). Below that, starting the workers (about 4 s: each
+# imports mlasr and loads its LMs) eats most of what they save.
+POOL_MIN_FRAMES = 200_000
+
+
 def beam_transcribe(utts: list[dict], tokenizer, settings: dict[str, dict], lm_dir: str = "",
                     lm_kind: str = "", hotwords: tuple[str, ...] = (), hotword_weight: float = 0.0,
-                    beam: int = 16, restrict: bool = True) -> list[dict]:
+                    beam: int = 16, restrict: bool = True,
+                    workers: int | None = None) -> list[dict]:
   """Prefix beam search for each utterance (from utterance_log_probs), in place: sets "hyp".
 
   Each is decoded in its "decoded_lang" (its own language unless set otherwise): over that
   language's outputs (restrict) and with that language's LM.
   settings: per language {lm_weight, word_bonus}; lm_kind "" decodes without an LM.
+  workers: processes decoding in parallel (1: this one; None: as POOL_MIN_FRAMES says); the
+    hypotheses are the same whatever the number.
   """
-  scorers, masks = {}, OutputMasks(tokenizer, restrict)
+  hyps = beam_grid(utts, tokenizer, [settings], lm_dir, lm_kind, hotwords, hotword_weight,
+                   beam, restrict, workers)
+  for u, (hyp,) in zip(utts, hyps):
+    u["hyp"] = hyp
+  return utts
+
+
+def beam_grid(utts: list[dict], tokenizer, grid: list[dict[str, dict]], lm_dir: str = "",
+              lm_kind: str = "", hotwords: tuple[str, ...] = (), hotword_weight: float = 0.0,
+              beam: int = 16, restrict: bool = True,
+              workers: int | None = None) -> list[list[str]]:
+  """beam_transcribe at each settings of `grid` (lm.tune's weights): hyps[utterance][point].
+
+  One job per utterance decodes it at every point, so its posteriors go to a worker once and
+  its searches share their LM scores (decoding.prefix_beam_searches).
+  """
+  masks = OutputMasks(tokenizer, restrict)
+  langs = sorted({u.get("decoded_lang", u["lang"]) for u in utts})
+  lm_paths = {l: os.path.join(lm_dir, l, f"{lm_kind}.arpa") for l in langs} if lm_kind else {}
+  init_args = ({l: tokenizer.id_strings(l) for l in langs}, lm_paths, lm_kind)
+  jobs = []
   for u in utts:
     lang = u.get("decoded_lang", u["lang"])
-    if lm_kind and lang not in scorers:
-      scorers[lang] = decoding.LMScorer(
-          lm_lib.load_kenlm(os.path.join(lm_dir, lang, f"{lm_kind}.arpa")), lm_kind)
-    s = settings.get(lang, {})
-    cfg = decoding.BeamConfig(beam=beam, lm_weight=s.get("lm_weight", 0.0) if lm_kind else 0.0,
-                              word_bonus=s.get("word_bonus", 0.0) if lm_kind else 0.0,
-                              hotwords=hotwords, hotword_weight=hotword_weight)
-    u["hyp"] = decoding.prefix_beam_search(decoding.restrict(u["log_probs"], masks(lang)),
-                                           tokenizer.id_strings(lang), cfg,
-                                           scorers.get(lang))[0][0]
-  return utts
+    cfgs = []
+    for settings in grid:
+      s = settings.get(lang, {})
+      cfgs.append(decoding.BeamConfig(
+          beam=beam, lm_weight=s.get("lm_weight", 0.0) if lm_kind else 0.0,
+          word_bonus=s.get("word_bonus", 0.0) if lm_kind else 0.0, hotwords=hotwords,
+          hotword_weight=hotword_weight))
+    jobs.append((lang, decoding.restrict(u["log_probs"], masks(lang)), cfgs))
+  if workers is None:
+    frames = sum(len(u["log_probs"]) for u in utts) * len(grid)
+    workers = lm_lib.DEFAULT_WORKERS if frames >= POOL_MIN_FRAMES else 1
+  workers = min(workers, len(jobs))
+  if workers <= 1:
+    _init_worker(*init_args)
+    try:
+      return [_decode_job(job) for job in jobs]
+    finally:
+      _WORKER.clear()
+  # 'spawn': fresh interpreters (forking a process that has started JAX is unsafe). Each
+  # loads the LMs itself, by path (KenLM models do not pickle); map keeps the input order.
+  # An executor rather than a multiprocessing.Pool: a worker that cannot start (a script
+  # without `if __name__ == "__main__"`) breaks it with an error instead of being restarted
+  # forever.
+  with concurrent.futures.ProcessPoolExecutor(
+      workers, multiprocessing.get_context("spawn"), _init_worker, init_args) as pool:
+    return list(pool.map(_decode_job, jobs))
+
+
+_WORKER: dict = {}  # what _init_worker set up in this process: id tables and LM scorers
+
+
+def _init_worker(id_strings: dict[str, list[str]], lm_paths: dict[str, str], lm_kind: str):
+  _WORKER["id_strings"] = id_strings
+  _WORKER["scorers"] = {l: decoding.LMScorer(lm_lib.load_kenlm(path), lm_kind)
+                        for l, path in lm_paths.items()}
+
+
+def _decode_job(job) -> list[str]:
+  """One utterance at every point of the grid: the best hypothesis of each."""
+  lang, log_probs, cfgs = job
+  results = decoding.prefix_beam_searches(log_probs, _WORKER["id_strings"][lang], cfgs,
+                                          _WORKER["scorers"].get(lang))
+  return [r[0][0] for r in results]
 
 
 def score(utts: list[dict], n_boot: int = 1000, meta: dict | None = None) -> dict:
