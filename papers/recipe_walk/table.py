@@ -9,24 +9,23 @@ import argparse
 import json
 import os
 
+from mlasr.evaluators import curves
+
 
 def read_run(workdir: str) -> dict:
   rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
-  train = [r for r in rows if "loss" in r]
+  train = curves.train_log(workdir)
   dev = [r for r in rows if "dev_cer/macro" in r]
   if not train or not dev:
     return {}
-  # Each log row averages log_every steps at audio_seconds_per_second over its own interval.
-  seconds = sum(r.get("audio_seconds_per_second", 0) * (r["step"] - p["step"]) /
-                max(r.get("steps_per_second", 1e-9), 1e-9)
-                for p, r in zip([{"step": 0}] + train[:-1], train))
+  audio_hours = curves.progress_at(train, train[-1]["step"])["audio_hours"]
   wall = sum((r["step"] - p["step"]) / max(r.get("steps_per_second", 1e-9), 1e-9)
              for p, r in zip([{"step": 0}] + train[:-1], train))
   last = dev[-1]
   langs = {k.split("/", 1)[1]: v for k, v in last.items()
            if k.startswith("dev_cer/") and k != "dev_cer/macro"}
   return dict(step=train[-1]["step"], loss=train[-1]["loss"], macro=last["dev_cer/macro"],
-              langs=langs, audio_hours=seconds / 3600, train_minutes=wall / 60)
+              langs=langs, audio_hours=audio_hours, train_minutes=wall / 60)
 
 
 def main():
