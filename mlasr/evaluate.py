@@ -244,6 +244,7 @@ def restore_model(workdir: str, step: int | None = None, checkpoint: str = "late
   without one (lid).
   """
   config = config_lib.load_config(workdir)
+  config_lib.enable_compilation_cache(config.compilation_cache)
   task = importlib.import_module(f"mlasr.tasks.{config.task}")
   task_setup = task.setup(config, workdir)
   model_lib = importlib.import_module(f"mlasr.models.{config.model.name}")

@@ -12,7 +12,6 @@ data iterator included.
 from __future__ import annotations
 
 import importlib
-import os
 import signal
 import threading
 import time
@@ -93,9 +92,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
   is_main = jax.process_index() == 0
   if is_main:
     logging.info("Config saved to %s", config_lib.save_config(config, workdir))
-  if config.compilation_cache:
-    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(config.compilation_cache))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  config_lib.enable_compilation_cache(config.compilation_cache)
   writer = MetricsWriter(workdir, enabled=is_main)
   task = importlib.import_module(f"mlasr.tasks.{config.task}")
   model_lib = importlib.import_module(f"mlasr.models.{config.model.name}")

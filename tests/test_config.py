@@ -1,5 +1,6 @@
 """Configs: one base per task, defaults stated once, old runs' configs still load."""
 import json
+import os
 
 import pytest
 
@@ -62,3 +63,21 @@ def test_parse_arg_types_and_typos():
     config_lib.parse_arg("stpes=3", steps=1)
   with pytest.raises(ValueError, match="must be true/false"):
     config_lib.parse_arg("flag=maybe", flag=False)
+
+
+def test_compilation_cache_is_turned_on_once_and_a_given_one_is_kept(tmp_path):
+  import jax  # pylint: disable=g-import-not-at-top
+  given = jax.config.jax_compilation_cache_dir  # the test session's (conftest.py)
+  min_time = jax.config.jax_persistent_cache_min_compile_time_secs
+  try:
+    config_lib.enable_compilation_cache(str(tmp_path / "other"))
+    assert jax.config.jax_compilation_cache_dir == given  # a cache already set is kept
+    jax.config.update("jax_compilation_cache_dir", None)
+    config_lib.enable_compilation_cache("")
+    assert jax.config.jax_compilation_cache_dir is None  # "" leaves it off
+    config_lib.enable_compilation_cache("~/run_cache")
+    assert jax.config.jax_compilation_cache_dir == os.path.expanduser("~/run_cache")
+    assert jax.config.jax_persistent_cache_min_compile_time_secs == 1.0
+  finally:
+    jax.config.update("jax_compilation_cache_dir", given)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_time)

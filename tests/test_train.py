@@ -75,11 +75,16 @@ def _with_dropout(config):
   config.model.final_dropout = 0.1
 
 
-def test_resume_is_bit_identical(small_corpus, tmp_path):
+def test_resume_is_bit_identical(small_corpus, tmp_path, monkeypatch):
   root, sources = small_corpus
   config = load_experiment(experiment("demo_ctc.py"), root, sources)
   config.total_steps = 4
   _with_dropout(config)
+  # Training and every process that restores the run use the run's compilation cache (the
+  # session's own cache stays in force: enable_compilation_cache keeps a dir already set).
+  config.compilation_cache = str(tmp_path / "jax_cache")
+  cache_calls = []
+  monkeypatch.setattr(config_lib, "enable_compilation_cache", cache_calls.append)
   train.run(config, str(tmp_path / "straight"))
   train.run(config, str(tmp_path / "resumed"), stop_at_step=2)  # "preempted" after step 2
   assert ckpt_lib.Checkpointer(str(tmp_path / "resumed")).latest_step() == 2
@@ -92,6 +97,7 @@ def test_resume_is_bit_identical(small_corpus, tmp_path):
   # And the run really trained: parameters moved away from the step-2 checkpoint.
   _, params_2 = final_params(tmp_path / "resumed", step=2)
   assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(params_2, params_b))
+  assert cache_calls == [config.compilation_cache] * 6  # 3 train.run + 3 restore_model
 
 
 def test_learning_curves_end_at_the_runs_own_dev_numbers(small_corpus, tmp_path):
