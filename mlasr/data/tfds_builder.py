@@ -7,9 +7,16 @@ One builder class, `MlasrAsr`, with a BuilderConfig made on the fly per `<corpus
 
 Next to each dataset we write `data_report.json` (every skipped clip/row, counted) and
 `mlasr_index.json` (per split, in data-source order: utt_id, num_samples, text_norm) so the
-input pipeline can bucket and filter without reading audio. The index is written last and
+input pipeline can bucket and filter without reading audio; it comes from the rows the
+build kept while writing (no second read of the records). The index is written last and
 marks a finished preparation; a dataset found without its report (the process died between
 the two writes) is rebuilt, so the report is never lost.
+
+`prepare(..., beam_runner=...)` (CLI `--beam_runner/--beam_options`) builds the same dataset
+as a Beam pipeline (DirectRunner, Flink, Spark, Dataflow; docs/beam_conversion.md): the same
+_examples make every record and count every refused clip, on workers, in work chunks that a
+re-run after an interruption does not decode again (_BeamWork). Records, index and report
+equal the single-process path's, which stays the default.
 
 What is refused, each counted in the report by reason (nothing one clip does is fatal: any
 exception while preparing an item, MemoryError included, is counted as `error(<type>)`):
@@ -48,12 +55,16 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
+import hashlib
 import io
 import json
 import logging
 import os
+import pickle
+import shlex
 import shutil
 import types
+import uuid
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -153,6 +164,98 @@ def _decode_recording(utt: corpora.Utterance, cfg: segment_lib.SegmentConfig):
     return utt, None, None, f"error({type(e).__name__})"
 
 
+def _decode_one(utt: corpora.Utterance, segment: segment_lib.SegmentConfig | None):
+  """_decode (a transcribed clip) or _decode_recording (an unlabeled one, `segment` set)."""
+  if segment is None:
+    return _decode(utt)
+  return _decode_recording(utt, segment)
+
+
+def _examples(decoded, normalize: Callable[[str, str], str],
+              segment: segment_lib.SegmentConfig | None, report) -> Iterator[tuple[str, dict]]:
+  """The (key, example) pairs of decoded items, each item kept or counted by reason.
+
+  The one place where a decoded clip becomes examples, for the single-process and the Beam
+  path alike; `report` is the DataReport (single process) or a _Recorder whose calls are
+  replayed into it afterwards (Beam), so both write the same report.
+  """
+  if segment is not None:
+    yield from _segment_examples(decoded, report)
+    return
+  for utt, pcm, error in decoded:
+    example = None
+    if error is None:
+      try:
+        error, example = _example(utt, pcm, normalize)
+      except Exception as e:  # pylint: disable=broad-except  (one item is never fatal)
+        log.warning("%s: %s: %s", utt.audio_path, type(e).__name__, e)
+        error = f"error({type(e).__name__})"
+    if error is not None:
+      report.skip(utt.corpus, utt.lang, utt.split, error, utt.audio_path)
+      continue
+    report.keep(utt.corpus, utt.lang, utt.split, float(example["duration"]))
+    yield utt.utt_id, example
+
+
+def _segment_examples(decoded, report) -> Iterator[tuple[str, dict]]:
+  """One example per kept segment of each decoded recording (see the module doc)."""
+  for utt, pcm, pieces, error in decoded:
+    if error is not None:
+      report.skip(utt.corpus, utt.lang, utt.split, error, utt.audio_path)
+      continue
+    kept = []
+    for p in pieces:
+      start = p.start / SAMPLE_RATE
+      if p.reason is not None:
+        report.skip(utt.corpus, utt.lang, utt.split, p.reason,
+                    f"{utt.audio_path}@{start:.2f}-{p.end / SAMPLE_RATE:.2f}")
+        continue
+      kept.append(p.seconds)
+      report.keep(utt.corpus, utt.lang, utt.split, p.seconds)
+      seg_id = f"{utt.utt_id}@{start:.2f}"
+      yield seg_id, {
+          "audio": pcm[p.start:p.end].copy(), "text": "", "text_norm": "", "lang": utt.lang,
+          "speaker": utt.speaker, "utt_id": seg_id, "duration": np.float32(p.seconds)}
+    report.segmented(utt.corpus, utt.lang, utt.split, len(pcm) / SAMPLE_RATE, kept,
+                     segment_lib.left_out_seconds(pieces, len(pcm)))
+
+
+def _example(utt: corpora.Utterance, pcm: np.ndarray,
+             normalize: Callable[[str, str], str]) -> tuple[str | None, dict | None]:
+  """(skip reason, None) or (None, the example) for a decoded clip."""
+  if len(pcm) < MIN_SECONDS * SAMPLE_RATE:
+    return "too_short", None
+  duration = len(pcm) / SAMPLE_RATE
+  text_norm = normalize(utt.text, utt.lang)
+  if len(text_norm) > MAX_CHARS_PER_SECOND * duration + CHARS_SLACK:
+    return "text_too_long_for_audio", None
+  return None, {
+      "audio": pcm, "text": utt.text, "text_norm": text_norm, "lang": utt.lang,
+      "speaker": utt.speaker, "utt_id": utt.utt_id, "duration": np.float32(duration)}
+
+
+class _Recorder:
+  """Stands in for the DataReport where examples are made away from it (Beam workers): its
+  calls are kept in order, written as JSON, and replayed into the report afterwards."""
+
+  def __init__(self):
+    self.calls: list[list] = []
+
+  def skip(self, *args):
+    self.calls.append(["skip", *args])
+
+  def keep(self, *args):
+    self.calls.append(["keep", *args])
+
+  def segmented(self, *args):
+    self.calls.append(["segmented", *args])
+
+  @staticmethod
+  def replay(calls: Sequence[Sequence], report: corpora.DataReport) -> None:
+    for name, *args in calls:
+      getattr(report, name)(*args)
+
+
 class NoUsableExamples(Exception):
   """Raised while building when decoding refused every clip the loaders kept."""
 
@@ -168,13 +271,18 @@ class MlasrAsr(tfds.core.GeneratorBasedBuilder):
   def __init__(self, *, utterances: dict[str, list[corpora.Utterance]] | None = None,
                report: corpora.DataReport | None = None,
                normalize: Callable[[str, str], str] | None = None, num_workers: int = 1,
-               segment: segment_lib.SegmentConfig | None = None, **kwargs):
+               segment: segment_lib.SegmentConfig | None = None,
+               beam_work: "_BeamWork | None" = None, **kwargs):
     self._utterances = utterances or {}
     # Unlabeled recordings: cut into segments (None: one example per clip, transcribed).
     self._segment = segment
     self._report = report if report is not None else corpora.DataReport()
     self._normalize = normalize
     self._num_workers = num_workers
+    # Set: every split is a Beam PTransform over work chunks (see _BeamWork), else a generator.
+    self._beam_work = beam_work
+    # split -> [key, utt_id, num_samples, text_norm] of every example written (_write_index).
+    self.index_rows: dict[str, list[list]] = {}
     super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -192,22 +300,31 @@ class MlasrAsr(tfds.core.GeneratorBasedBuilder):
         }))
 
   def _split_generators(self, dl_manager):
-    """A generator per split that has at least one usable example.
+    """A generator (or Beam PTransform) per split that has at least one usable example.
 
     TFDS fails the whole build on a split that yields nothing, and a split whose clips the
     loader kept can still lose every one in decoding. So each split's first usable example
     is found here (usually its first clip; every clip only when all are bad) and a split
-    without one is left out, its clips counted in the report as usual.
+    without one is left out, its clips counted in the report as usual. With Beam, the clips
+    before the first usable one are counted here and the rest, from that one on (decoded
+    again: one clip per split), go to the pipeline.
     """
     del dl_manager
     out = {}
     for split, utts in self._utterances.items():
       for i, utt in enumerate(utts):
-        head = self._examples([self._decode_one(utt)])  # a recording's further segments too
-        first = next(head, None)
+        report = _Recorder() if self._beam_work else self._report
+        head = _examples([self._decode_one(utt)], self._normalize, self._segment, report)
+        first = next(head, None)  # a recording's further segments stay in `head`
         if first is not None:
-          out[split] = self._chain(first, head, self._generate_examples(utts[i + 1:]))
+          if self._beam_work:
+            out[split] = self._beam_work.transform(split, utts[i:])
+          else:
+            out[split] = self._indexed(split, self._chain(
+                first, head, self._generate_examples(utts[i + 1:])))
           break
+        if self._beam_work:
+          _Recorder.replay(report.calls, self._report)
       else:
         if utts:
           self._report.warn(utts[0].corpus, utts[0].lang, "split_left_out",
@@ -216,6 +333,22 @@ class MlasrAsr(tfds.core.GeneratorBasedBuilder):
       raise NoUsableExamples("every clip was refused")
     return out
 
+  def _indexed(self, split: str, examples: Iterator[tuple[str, dict]]):
+    """`examples`, each one's index row kept (key, utt_id, samples, text_norm) on the way."""
+    rows = self.index_rows[split] = []
+    for key, example in examples:
+      rows.append([key, example["utt_id"], len(example["audio"]), example["text_norm"]])
+      yield key, example
+
+  def beam_results(self) -> None:
+    """After a Beam build: the chunks' report calls replayed into the report in clip order
+    (as the single-process path counts them) and their index rows gathered."""
+    for split in self._beam_work.chunks:
+      rows = self.index_rows[split] = []
+      for done in self._beam_work.done(split):
+        _Recorder.replay(done["report"], self._report)
+        rows += done["examples"]
+
   @staticmethod
   def _chain(first, *rest):
     yield first
@@ -223,9 +356,7 @@ class MlasrAsr(tfds.core.GeneratorBasedBuilder):
       yield from part
 
   def _decode_one(self, utt: corpora.Utterance):
-    if self._segment is None:
-      return _decode(utt)
-    return _decode_recording(utt, self._segment)
+    return _decode_one(utt, self._segment)
 
   def _generate_examples(self, utts: Sequence[corpora.Utterance]) -> Iterator[tuple[str, dict]]:
     if not utts:
@@ -237,61 +368,11 @@ class MlasrAsr(tfds.core.GeneratorBasedBuilder):
       # Recordings can be hours: fewer of them in flight than clips.
       window = self._num_workers + 1 if self._segment is not None else 4 * self._num_workers
       with concurrent.futures.ThreadPoolExecutor(self._num_workers) as pool:
-        yield from self._examples(_ordered_map(pool, self._decode_one, utts, window))
+        yield from _examples(_ordered_map(pool, self._decode_one, utts, window),
+                             self._normalize, self._segment, self._report)
     else:
-      yield from self._examples(map(self._decode_one, utts))
-
-  def _examples(self, decoded) -> Iterator[tuple[str, dict]]:
-    if self._segment is not None:
-      yield from self._segment_examples(decoded)
-      return
-    for utt, pcm, error in decoded:
-      example = None
-      if error is None:
-        try:
-          error, example = self._example(utt, pcm)
-        except Exception as e:  # pylint: disable=broad-except  (one item is never fatal)
-          log.warning("%s: %s: %s", utt.audio_path, type(e).__name__, e)
-          error = f"error({type(e).__name__})"
-      if error is not None:
-        self._report.skip(utt.corpus, utt.lang, utt.split, error, utt.audio_path)
-        continue
-      self._report.keep(utt.corpus, utt.lang, utt.split, float(example["duration"]))
-      yield utt.utt_id, example
-
-  def _segment_examples(self, decoded) -> Iterator[tuple[str, dict]]:
-    """One example per kept segment of each decoded recording (see the module doc)."""
-    for utt, pcm, pieces, error in decoded:
-      if error is not None:
-        self._report.skip(utt.corpus, utt.lang, utt.split, error, utt.audio_path)
-        continue
-      kept = []
-      for p in pieces:
-        start = p.start / SAMPLE_RATE
-        if p.reason is not None:
-          self._report.skip(utt.corpus, utt.lang, utt.split, p.reason,
-                            f"{utt.audio_path}@{start:.2f}-{p.end / SAMPLE_RATE:.2f}")
-          continue
-        kept.append(p.seconds)
-        self._report.keep(utt.corpus, utt.lang, utt.split, p.seconds)
-        seg_id = f"{utt.utt_id}@{start:.2f}"
-        yield seg_id, {
-            "audio": pcm[p.start:p.end].copy(), "text": "", "text_norm": "", "lang": utt.lang,
-            "speaker": utt.speaker, "utt_id": seg_id, "duration": np.float32(p.seconds)}
-      self._report.segmented(utt.corpus, utt.lang, utt.split, len(pcm) / SAMPLE_RATE, kept,
-                             segment_lib.left_out_seconds(pieces, len(pcm)))
-
-  def _example(self, utt: corpora.Utterance, pcm: np.ndarray) -> tuple[str | None, dict | None]:
-    """(skip reason, None) or (None, the example) for a decoded clip."""
-    if len(pcm) < MIN_SECONDS * SAMPLE_RATE:
-      return "too_short", None
-    duration = len(pcm) / SAMPLE_RATE
-    text_norm = self._normalize(utt.text, utt.lang)
-    if len(text_norm) > MAX_CHARS_PER_SECOND * duration + CHARS_SLACK:
-      return "text_too_long_for_audio", None
-    return None, {
-        "audio": pcm, "text": utt.text, "text_norm": text_norm, "lang": utt.lang,
-        "speaker": utt.speaker, "utt_id": utt.utt_id, "duration": np.float32(duration)}
+      yield from _examples(map(self._decode_one, utts), self._normalize, self._segment,
+                           self._report)
 
 
 def _ordered_map(pool, fn, items, window: int):
@@ -304,6 +385,117 @@ def _ordered_map(pool, fn, items, window: int):
       yield pending.popleft().result()
   while pending:
     yield pending.popleft().result()
+
+
+# Clips per Beam work chunk: the unit of parallel work and of resumption (see _BeamWork).
+BEAM_CHUNK_CLIPS = 256
+# Unlabeled recordings are minutes to hours each: fewer per chunk.
+BEAM_CHUNK_RECORDINGS = 4
+
+
+class _BeamWork:
+  """The Beam path's split PTransforms and their resumable work chunks.
+
+  A split's clips (from its first usable one) are cut into chunks of `chunk_size`. Each
+  chunk is one Beam element: a worker decodes its clips through the same _examples as the
+  single-process path, streams the examples to `<work_dir>/<chunk>.examples.pkl` while it
+  emits them, and then writes `<chunk>.done.json`: the chunk's report calls (a _Recorder's)
+  and, per example, its key, utt_id, number of samples and normalised text. A chunk with its
+  done file is not decoded again: a re-run after an interruption reads its examples back
+  (the pipeline's grouping and TFDS's shard writing are redone; they are I/O, decoding is
+  the cost). Chunk names carry a hash of their clips and of the options that shape their
+  examples, so a chunk of other inputs is never reused. The folder holds a copy of the
+  audio while the dataset is built and is removed once the dataset is prepared.
+
+  Workers read and write `work_dir`, the corpus root and the TFDS data dir by path: on a
+  cluster they must be one shared file system mounted at the same path everywhere
+  (docs/beam_conversion.md).
+  """
+
+  def __init__(self, work_dir: str, normalize: Callable[[str, str], str],
+               segment: segment_lib.SegmentConfig | None, chunk_size: int):
+    if chunk_size < 1:
+      raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    self.work_dir = work_dir
+    self.normalize = normalize
+    self.segment = segment
+    self.chunk_size = chunk_size
+    self.chunks: dict[str, list[str]] = {}  # split -> chunk names, in clip order
+
+  def _name(self, split: str, k: int, chunk: Sequence[corpora.Utterance]) -> str:
+    h = hashlib.sha1(json.dumps([dataclasses.asdict(u) for u in chunk]).encode())
+    h.update(repr((self.segment, MIN_SECONDS, SILENCE_PEAK, STATED_TOLERANCE_SECONDS,
+                   STATED_TOLERANCE_FRACTION, MAX_CHARS_PER_SECOND, CHARS_SLACK,
+                   getattr(self.normalize, "__module__", ""),
+                   getattr(self.normalize, "__qualname__", repr(self.normalize)))).encode())
+    return f"{split}-{k:05d}-{h.hexdigest()[:12]}"
+
+  def transform(self, split: str, utts: Sequence[corpora.Utterance]):
+    """The split's PTransform: () -> (key, example), one chunk per element."""
+    import apache_beam as beam  # pylint: disable=import-outside-toplevel
+    os.makedirs(self.work_dir, exist_ok=True)
+    names = []
+    for k, a in enumerate(range(0, len(utts), self.chunk_size)):
+      chunk = utts[a:a + self.chunk_size]
+      name = self._name(split, k, chunk)
+      path = os.path.join(self.work_dir, name + ".utts.json")
+      if not os.path.isfile(path):
+        _write_json(path, [dataclasses.asdict(u) for u in chunk])
+      names.append(name)
+    self.chunks[split] = names
+    work_dir, normalize, segment = self.work_dir, self.normalize, self.segment
+
+    @beam.ptransform_fn
+    def _chunks(pipeline):
+      return (pipeline
+              | "Chunks" >> beam.Create(names)
+              | "Spread" >> beam.Reshuffle()  # one chunk per worker at a time, not one bundle
+              | "Convert" >> beam.FlatMap(_convert_chunk, work_dir, normalize, segment))
+    return _chunks()  # pylint: disable=no-value-for-parameter
+
+  def done(self, split: str) -> Iterator[dict]:
+    """The done files of a split's chunks, in clip order (after the pipeline ran)."""
+    for name in self.chunks.get(split, ()):
+      with open(os.path.join(self.work_dir, name + ".done.json"), encoding="utf-8") as f:
+        yield json.load(f)
+
+
+def _convert_chunk(name: str, work_dir: str, normalize: Callable[[str, str], str],
+                   segment: segment_lib.SegmentConfig | None) -> Iterator[tuple[str, dict]]:
+  """A Beam worker's unit: one chunk's (key, example) pairs, decoded or read back."""
+  base = os.path.join(work_dir, name)
+  if os.path.isfile(base + ".done.json"):
+    with open(base + ".examples.pkl", "rb") as f:
+      while True:
+        try:
+          yield pickle.load(f)
+        except EOFError:
+          return
+  with open(base + ".utts.json", encoding="utf-8") as f:
+    utts = [corpora.Utterance(**{**d, "attributes": tuple(map(tuple, d["attributes"]))})
+            for d in json.load(f)]
+  recorder, meta = _Recorder(), []
+  tmp = f"{base}.examples.pkl.tmp{os.getpid()}.{uuid.uuid4().hex[:8]}"
+  with open(tmp, "wb") as f:
+    for key, example in _examples((_decode_one(u, segment) for u in utts), normalize, segment,
+                                  recorder):
+      pickle.dump((key, example), f, protocol=pickle.HIGHEST_PROTOCOL)
+      meta.append([key, example["utt_id"], len(example["audio"]), example["text_norm"]])
+      yield key, example
+  os.replace(tmp, base + ".examples.pkl")
+  _write_json(base + ".done.json", {"report": recorder.calls, "examples": meta})  # last
+
+
+def _write_json(path: str, obj) -> None:
+  tmp = f"{path}.tmp{os.getpid()}.{uuid.uuid4().hex[:8]}"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(obj, f, ensure_ascii=False)
+  os.replace(tmp, path)
+
+
+def beam_work_dir(data_dir: str, corpus: str, lang: str) -> str:
+  """Where a Beam conversion of (corpus, lang) keeps its work chunks until it finishes."""
+  return os.path.join(data_dir, NAME + "_beam_work", f"{corpus}_{lang}", VERSION)
 
 
 def dataset_dir(data_dir: str, corpus: str, lang: str) -> str:
@@ -386,7 +578,9 @@ def _load_utterances(root: str, corpus: str, lang: str, report: corpora.DataRepo
 def prepare(root: str, data_dir: str, corpus: str, lang: str, *, num_workers: int = 1,
             normalize: Callable[[str, str], str] | None = None,
             train_from_validated: bool = False,
-            segment: segment_lib.SegmentConfig | dict | None = None) -> str:
+            segment: segment_lib.SegmentConfig | dict | None = None,
+            beam_runner: Any = None, beam_options: str | Sequence[str] | Any = None,
+            chunk_size: int | None = None) -> str:
   """Builds the (corpus, lang) array_record dataset from corpus root `root`; idempotent.
 
   Splits: train, dev, test, plus train_10min / train_1h where ROOT/subsets/<corpus>/<lang>/
@@ -410,6 +604,14 @@ def prepare(root: str, data_dir: str, corpus: str, lang: str, *, num_workers: in
       and sentences instead of train.tsv (config.data.train_from_validated).
     segment: unlabeled corpora: how recordings are cut (segment.SegmentConfig or its dict,
       config.data.unlabeled; default fixed 15 s windows, 2 s minimum). Ignored otherwise.
+    beam_runner: convert on Apache Beam (docs/beam_conversion.md): a runner name
+      ("DirectRunner", "FlinkRunner", "SparkRunner", "DataflowRunner") or object. None (and
+      no beam_options): the single-process path. Same records, index and report either way.
+    beam_options: Beam pipeline options, as command-line flags (one string or a list, e.g.
+      "--direct_num_workers=2 --direct_running_mode=multi_processing") or PipelineOptions.
+      Given alone, it selects Beam too (the runner from its --runner).
+    chunk_size: Beam: clips per work chunk, the unit of parallel work and of resumption
+      (default BEAM_CHUNK_CLIPS, BEAM_CHUNK_RECORDINGS for unlabeled sources).
 
   Returns:
     The dataset directory (also holding data_report.json and mlasr_index.json).
@@ -467,10 +669,18 @@ def prepare(root: str, data_dir: str, corpus: str, lang: str, *, num_workers: in
         + "; ".join(f"{s!r} ({e[(c, l, s)]['listed']} clips)" for c, l, s in lost)
         + f". A partial download? Download those clips (report: {report_path}):\n"
         f"{report.summary()}")
+  use_beam = beam_runner is not None or beam_options is not None
+  work = None
+  if use_beam:
+    work = _BeamWork(beam_work_dir(data_dir, corpus, lang), normalize, segment,
+                     chunk_size if chunk_size is not None else
+                     (BEAM_CHUNK_RECORDINGS if unlabeled else BEAM_CHUNK_CLIPS))
   builder = MlasrAsr(utterances=utterances, report=report, normalize=normalize,
-                     num_workers=num_workers, segment=segment, config=tfds.core.BuilderConfig(
+                     num_workers=num_workers, segment=segment, beam_work=work,
+                     config=tfds.core.BuilderConfig(
                          name=f"{corpus}_{lang}", description=f"{corpus} {lang}"),
                      data_dir=data_dir, file_format="array_record")
+  index_rows = None
   if not os.path.isfile(info_path):
     # TFDS draws a bar per split and per shuffle, and prints "Downloading and preparing
     # dataset ..." / "... downloaded and prepared" to stdout (termcolor) for each one; the
@@ -478,17 +688,27 @@ def prepare(root: str, data_dir: str, corpus: str, lang: str, *, num_workers: in
     tfds.display_progress_bar(False)
     try:
       with contextlib.redirect_stdout(io.StringIO()):
-        builder.download_and_prepare()
+        builder.download_and_prepare(download_config=_download_config(beam_runner,
+                                                                      beam_options))
     except NoUsableExamples:
       raise no_usable() from None
     finally:
       tfds.display_progress_bar(True)
+    if work is not None:
+      builder.beam_results()
+    index_rows = builder.index_rows
     with open(os.path.join(out_dir, OPTIONS_FILE), "w", encoding="utf-8") as f:
       json.dump(options, f)  # before the report: a dataset with its report has its options
     report.to_json(report_path)
   else:
     report = corpora.DataReport.from_json(report_path)  # the build's, not the loader's alone
-  _write_index(out_dir)  # last: its presence means "prepared"
+  _write_index(out_dir, index_rows)  # last: its presence means "prepared"
+  if work is not None:
+    shutil.rmtree(work.work_dir, ignore_errors=True)
+    for parent in (os.path.dirname(work.work_dir), os.path.dirname(os.path.dirname(
+        work.work_dir))):
+      with contextlib.suppress(OSError):
+        os.rmdir(parent)  # only when empty: other datasets' chunks may be there
   # One line per dataset (the stage has its own bar); the full report is in the dataset's
   # folder, and its other lines (skips, absent clips, warnings) are shown here.
   kept = [e for (c, l, _), e in report.kept.items() if (c, l) == (corpus, lang)]
@@ -499,23 +719,58 @@ def prepare(root: str, data_dir: str, corpus: str, lang: str, *, num_workers: in
   return out_dir
 
 
-def _write_index(out_dir: str) -> None:
-  """One pass over every split (audio included, so done once at prepare time)."""
+def _download_config(beam_runner, beam_options) -> tfds.download.DownloadConfig | None:
+  if beam_runner is None and beam_options is None:
+    return None  # TFDS's default: no pipeline
+  from apache_beam.options import pipeline_options  # pylint: disable=import-outside-toplevel
+  if beam_options is None or isinstance(beam_options, (str, list, tuple)):
+    flags = shlex.split(beam_options) if isinstance(beam_options, str) else beam_options
+    beam_options = pipeline_options.PipelineOptions(list(flags or []))
+  return tfds.download.DownloadConfig(beam_runner=beam_runner, beam_options=beam_options)
+
+
+def _write_index(out_dir: str, rows: dict[str, list[list]] | None = None) -> None:
+  """Per split, in data-source order: utt_id, num_samples, text_norm.
+
+  From the rows the build kept (`rows`: [key, utt_id, num_samples, text_norm] per example),
+  in the order TFDS writes records: by its hash of the key, salted with the split name (its
+  Shuffler and BeamWriter both sort by it). The order is checked against the written
+  records at three places per split; without rows, or where they disagree (another TFDS),
+  every record is read instead (audio included: a second full read of the dataset).
+  """
   builder = tfds.builder_from_directory(out_dir)
   index = {}
   for split in builder.info.splits:
     source = builder.as_data_source(split)
-    cols = {"utt_id": [], "num_samples": [], "text_norm": []}
-    for i in range(len(source)):
-      ex = source[i]
-      cols["utt_id"].append(_str(ex["utt_id"]))
-      cols["num_samples"].append(int(len(ex["audio"])))
-      cols["text_norm"].append(_str(ex["text_norm"]))
+    cols = _index_from_rows(split, (rows or {}).get(split), source)
+    if cols is None:
+      cols = {"utt_id": [], "num_samples": [], "text_norm": []}
+      for i in range(len(source)):
+        ex = source[i]
+        cols["utt_id"].append(_str(ex["utt_id"]))
+        cols["num_samples"].append(int(len(ex["audio"])))
+        cols["text_norm"].append(_str(ex["text_norm"]))
     index[split] = cols
   tmp = os.path.join(out_dir, INDEX_FILE + ".tmp")
   with open(tmp, "w", encoding="utf-8") as f:
     json.dump(index, f, ensure_ascii=False)
   os.replace(tmp, os.path.join(out_dir, INDEX_FILE))
+
+
+def _index_from_rows(split: str, rows: list[list] | None, source) -> dict | None:
+  if not rows or len(rows) != len(source):
+    return None
+  from tensorflow_datasets.core import hashing  # pylint: disable=import-outside-toplevel
+  hasher = hashing.Hasher(split)
+  rows = sorted(rows, key=lambda r: hasher.hash_key(r[0]))
+  for i in sorted({0, len(rows) // 2, len(rows) - 1}):
+    ex = source[i]
+    if (_str(ex["utt_id"]), int(len(ex["audio"]))) != (rows[i][1], rows[i][2]):
+      log.warning("%s: records are not in the order of TFDS's key hash here; the index is "
+                  "read from the records", split)
+      return None
+  return {"utt_id": [r[1] for r in rows], "num_samples": [int(r[2]) for r in rows],
+          "text_norm": [r[3] for r in rows]}
 
 
 def _str(x: Any) -> str:
@@ -569,13 +824,26 @@ def main(argv: Sequence[str] | None = None) -> None:
                  help="unlabeled sources: fixed windows or VAD segments")
   p.add_argument("--window_seconds", type=float, default=defaults.window_seconds)
   p.add_argument("--min_seconds", type=float, default=defaults.min_seconds)
+  p.add_argument("--beam_runner", default=None,
+                 help="convert on Apache Beam with this runner (DirectRunner, FlinkRunner, "
+                 "SparkRunner, DataflowRunner); default: one process, --num_workers threads. "
+                 "See docs/beam_conversion.md")
+  p.add_argument("--beam_options", default=None,
+                 help="Beam pipeline options as one string of flags, e.g. "
+                 "'--direct_num_workers=2 --direct_running_mode=multi_processing'")
+  p.add_argument("--chunk_size", type=int, default=None,
+                 help=f"Beam: clips per work chunk, the unit of work and of resumption "
+                 f"(default {BEAM_CHUNK_CLIPS}; {BEAM_CHUNK_RECORDINGS} recordings for "
+                 "unlabeled sources)")
   args = p.parse_args(argv)
   logging.basicConfig(level=logging.INFO)
   segment = segment_lib.SegmentConfig(args.segment, args.window_seconds, args.min_seconds)
   for spec in args.datasets:
     corpus, lang = spec.split(":")
     out = prepare(args.root, args.data_dir, corpus, lang, num_workers=args.num_workers,
-                  train_from_validated=args.train_from_validated, segment=segment)
+                  train_from_validated=args.train_from_validated, segment=segment,
+                  beam_runner=args.beam_runner, beam_options=args.beam_options,
+                  chunk_size=args.chunk_size)
     print(f"{corpus}/{lang}: {out} (report: {os.path.join(out, REPORT_FILE)})")
 
 
