@@ -97,3 +97,51 @@ def test_slurm_submit_and_sbatch_lines():
       "MLASR_PROCESS_ID=$SLURM_PROCID CUDA_VISIBLE_DEVICES=$SLURM_LOCALID; exec "
       "python3 -m mlasr.train --config=experiments/demo_ctc.py:root=/data "
       "--workdir=/shared/runs/demo --distributed --config.total_steps=100'"]
+
+
+BEAM_ENV = dict(ROOT="/mnt/cv", DATA_DIR="/mnt/tfds", DATASETS="commonvoice:en commonvoice:hi",
+                WORKERS="4")
+CONVERT = ("python3 -m mlasr.data.tfds_builder /mnt/cv /mnt/tfds commonvoice:en commonvoice:hi "
+           "--beam_runner={runner} '--beam_options={options}' --chunk_size=256")
+
+
+@pytest.mark.parametrize("runner,env,beam_runner,options", [
+    ("direct", {}, "DirectRunner",
+     "--direct_num_workers=4 --direct_running_mode=multi_processing"),
+    ("dataflow", dict(REGION="us-central1", TEMP_LOCATION="gs://bucket/tmp",
+                      SDK_CONTAINER_IMAGE="gcr.io/my-proj/mlasr:1", USER="me"), "DataflowRunner",
+     "--project=my-proj --region=us-central1 --temp_location=gs://bucket/tmp "
+     "--sdk_container_image=gcr.io/my-proj/mlasr:1 --experiments=use_runner_v2 "
+     "--machine_type=n2-standard-4 --max_num_workers=4 --job_name=mlasr-convert-me"),
+    ("flink", dict(FLINK_MASTER="flink-jm:8081"), "FlinkRunner",
+     "--flink_master=flink-jm:8081 --parallelism=4 --environment_type=EXTERNAL "
+     "--environment_config=localhost:50000"),
+    ("spark", dict(SPARK_MASTER="spark://spark-m:7077"), "SparkRunner",
+     "--spark_master_url=spark://spark-m:7077 --parallelism=4 --environment_type=EXTERNAL "
+     "--environment_config=localhost:50000"),
+])
+def test_beam_convert_commands(runner, env, beam_runner, options):
+  assert dry_run("beam_convert.sh", RUNNER=runner, **BEAM_ENV, **env) == [
+      CONVERT.format(runner=beam_runner, options=options)]
+  # Every option is one Beam knows (an unknown one is dropped with a warning, not refused).
+  from apache_beam.options import pipeline_options  # pylint: disable=import-outside-toplevel
+  parsed = pipeline_options.PipelineOptions(shlex.split(options))
+  assert (set(parsed.get_all_options(drop_default=True, retain_unknown_options=True))
+          == set(parsed.get_all_options(drop_default=True)))
+  assert len(parsed.get_all_options(drop_default=True)) == len(shlex.split(options))
+
+
+def test_beam_convert_names_what_is_missing():
+  for env, missing in ((dict(RUNNER="dataflow", **BEAM_ENV), "REGION"),
+                       (dict(RUNNER="flink", **BEAM_ENV), "FLINK_MASTER"),
+                       (dict(RUNNER="spark", **BEAM_ENV), "SPARK_MASTER"),
+                       (dict(RUNNER="direct"), "ROOT")):
+    proc = subprocess.run(["bash", "tpu_scripts/beam_convert.sh", "--dry-run"], cwd=ROOT,
+                          env={**{k: v for k, v in os.environ.items() if k not in ENV},
+                               "PROJECT": "my-proj", **env},
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 2 and f"set {missing}" in proc.stderr, (env, proc.stderr)
+  proc = subprocess.run(["bash", "tpu_scripts/beam_convert.sh", "--dry-run"], cwd=ROOT,
+                        env={**os.environ, **BEAM_ENV, "RUNNER": "yarn"}, capture_output=True,
+                        text=True, timeout=30, check=False)
+  assert proc.returncode == 2 and "RUNNER=yarn; use direct, dataflow, flink or spark" in proc.stderr
