@@ -829,8 +829,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                  "SparkRunner, DataflowRunner); default: one process, --num_workers threads. "
                  "See docs/beam_conversion.md")
   p.add_argument("--beam_options", default=None,
-                 help="Beam pipeline options as one string of flags, e.g. "
-                 "'--direct_num_workers=2 --direct_running_mode=multi_processing'")
+                 help="Beam pipeline options as one string of flags, given with '=' as "
+                 "the value starts with '--': --beam_options='--direct_num_workers=2 "
+                 "--direct_running_mode=multi_processing'")
   p.add_argument("--chunk_size", type=int, default=None,
                  help=f"Beam: clips per work chunk, the unit of work and of resumption "
                  f"(default {BEAM_CHUNK_CLIPS}; {BEAM_CHUNK_RECORDINGS} recordings for "
