@@ -11,6 +11,8 @@ fairseq's examples/hubert/config/finetune recipes (base_10h, large_ft_10h): tri-
 a baseline; it needs a pretrained encoder (config.init_from) to be useful on tiny labeled
 sets. Sized for accelerators, too slow for a 2-core CPU beyond smoke tests (docs/scaling.md;
 `benchmarks/aot_memory.py` gives the per-device memory before a pod is booked).
+The fine-tuning knobs of experiments/ctc_finetune.py (head_lr_mult, layer_decay, head_layer,
+layer_weights) are arguments here too.
 """
 from mlasr import config_lib
 
@@ -19,7 +21,8 @@ PEAK_LR = {"base": 5e-5, "large": 3e-5}
 
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, preset="base", root="~/mlasr_data/demo",
-                             sources="commonvoice:en", steps=20000, lr=0.0)
+                             sources="commonvoice:en", steps=20000, lr=0.0, head_lr_mult=1.0,
+                             layer_decay=1.0, head_layer=-1, layer_weights=False)
   if arg.preset not in PEAK_LR:
     raise ValueError(f"preset={arg.preset!r}: use one of {sorted(PEAK_LR)}")
   config = config_lib.base_config("ctc")
@@ -38,4 +41,8 @@ def get_config(arg=None):
   config.optim.eps = 1e-8
   config.optim.weight_decay = 0.0
   config.optim.clip_norm = 0.0
+  # Fine-tuning knobs, off by default (experiments/ctc_finetune.py lists them).
+  config_lib.set_finetune_knobs(config, head_lr_mult=arg.head_lr_mult,
+                                layer_decay=arg.layer_decay, head_layer=arg.head_layer,
+                                layer_weights=arg.layer_weights)
   return config

@@ -209,6 +209,12 @@ def base_config(task: str = "ctc") -> ml_collections.ConfigDict:
   c.optim.eps = 1e-6
   # ((regex over parameter paths, updates frozen; -1 = always), ...) (mlasr/optim.py)
   c.optim.freeze = ()
+  # Per-group learning rates (mlasr/optim.py), off: ((regex over parameter paths, multiplier
+  # of lr), ...), first match wins, e.g. ((r"(?!encoder/).*", 10.0),) trains the new head at
+  # 10x the encoder; and layer-wise decay: block i of L at lr * layer_decay^(L - i), the front
+  # end at layer_decay^(L + 1), everything outside encoder/ at 1 (BEiT / data2vec).
+  c.optim.lr_multipliers = ()
+  c.optim.layer_decay = 1.0
   _TASK_BLOCKS[task](c)
   return c
 
@@ -232,6 +238,10 @@ def _ctc_block(c: ml_collections.ConfigDict) -> None:
   c.model.adapters = dict(bottleneck=0, blocks=None)  # bottleneck > 0: MMS adapters
   c.model.head = "shared"            # "shared" | "per_language" (a CTC head per language)
   c.model.output_mask = False        # True: a language's logits only over its own outputs
+  # What the CTC head reads (SUPERB / ML-SUPERB): -1 the encoder output, i block i's output
+  # (0 = transformer input); layer_weights: a learned softmax-weighted sum of every layer.
+  c.model.head_layer = -1
+  c.model.layer_weights = False
   # Masking while fine-tuning (training only; mlasr/models/ctc.py), off: HuBERT fine-tunes
   # with time 0.75 / 10 frames and channel 0.5 / 64, experiments set what they use.
   c.model.finetune_masking = dict(dataclasses.asdict(masking.MaskingConfig()),
@@ -272,15 +282,24 @@ BENCHMARK_SOURCES = ("commonvoice:en+commonvoice:it+commonvoice:ca+commonvoice:r
                      "commonvoice:hi+commonvoice:mr+commonvoice:te+voxpopuli:cs+voxpopuli:fi")
 
 
+# Every parameter outside the pretrained encoder: the CTC head(s), adapters, layer weights.
+NEW_PARAMS = r"(?!encoder/).*"
+
+
 def finetune_config(*, root: str, sources: str, split: str, init_from: str, steps: int,
-                    layers: int, lr: float, freeze_steps: int, task: str = "ctc"
-                    ) -> ml_collections.ConfigDict:
+                    layers: int, lr: float, freeze_steps: int, task: str = "ctc",
+                    head_lr_mult: float = 1.0, layer_decay: float = 1.0, head_layer: int = -1,
+                    layer_weights: bool = False) -> ml_collections.ConfigDict:
   """Fine-tuning the tiny pre-LN encoder on a small labeled set: CTC
   (experiments/ctc_finetune.py, ctc_adapters.py) or LID (experiments/lid.py).
 
   HuBERT's fine-tuning recipe (fairseq examples/hubert/config/finetune): tri-stage LR, front
   end frozen throughout, transformer frozen for the first `freeze_steps` updates, and for CTC
   time masking (channel masking is available but off here: see the measurement below).
+  Fine-tuning knobs (papers/hubert_lowres/README.md), all off by default: `head_lr_mult`
+  multiplies the learning rate of every parameter outside the encoder (NEW_PARAMS),
+  `layer_decay` < 1 is layer-wise learning-rate decay over the encoder, `head_layer` /
+  `layer_weights` (CTC) put the head on one encoder layer or a learned weighted sum of all.
   """
   config = base_config(task)
   config.total_steps = steps
@@ -304,4 +323,22 @@ def finetune_config(*, root: str, sources: str, split: str, init_from: str, step
   config.optim.lr = lr
   config.optim.freeze = ((("encoder/frontend/.*", -1), ("encoder/.*", freeze_steps))
                          if init_from else ())
+  set_finetune_knobs(config, head_lr_mult=head_lr_mult, layer_decay=layer_decay,
+                     head_layer=head_layer, layer_weights=layer_weights)
   return config
+
+
+def set_finetune_knobs(config: ml_collections.ConfigDict, *, head_lr_mult: float = 1.0,
+                       layer_decay: float = 1.0, head_layer: int = -1,
+                       layer_weights: bool = False) -> None:
+  """The fine-tuning knobs of experiments/ctc_finetune.py and ctc_hubert.py, in place: the
+  learning rate of every parameter outside the encoder x `head_lr_mult`, layer-wise decay,
+  and (CTC) the layer(s) the head reads. The defaults leave `config` as it is."""
+  config.optim.lr_multipliers = ((NEW_PARAMS, float(head_lr_mult)),) if head_lr_mult != 1 else ()
+  config.optim.layer_decay = float(layer_decay)
+  if config.task == "ctc":
+    config.model.head_layer = int(head_layer)
+    config.model.layer_weights = bool(layer_weights)
+  elif head_layer != -1 or layer_weights:
+    raise ValueError(f"head_layer / layer_weights are CTC fields; task={config.task!r} has its "
+                     "own (LID: config.model.layer, config.model.layer_weights)")

@@ -7,12 +7,16 @@ Schedules follow the fairseq recipes the HuBERT/wav2vec 2.0 papers used:
 
 `freeze` / `apply_freeze` wrap any optimizer so parameter groups get exactly zero updates,
 always or for the first N updates (fine-tuning a pretrained encoder).
+
+`lr_multipliers` / `scale_by_lr_multipliers` give parameter groups their own learning rate
+(the new head at 10x the encoder; layer-wise decay), as a per-parameter factor on AdamW's
+update: exactly AdamW at lr x factor for that parameter, weight decay included.
 """
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
@@ -56,8 +60,12 @@ def make_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Sch
                    "warmup_polynomial or constant.")
 
 
-def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int):
+def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int, encoder=None):
   """AdamW with global-norm clipping. Returns (optax transform, schedule).
+
+  `cfg.lr_multipliers` / `cfg.layer_decay` scale the learning rate per parameter (see
+  `lr_multipliers`); layer-wise decay needs `encoder`, the EncoderConfig of the model's
+  `encoder/` parameters. With neither set the transform is the plain clip + AdamW chain.
 
   The whole chain sits in optax.apply_if_finite: a step whose gradients hold NaN/inf leaves
   parameters and moments untouched and is counted (`notfinite_count`, consecutive); the train
@@ -65,10 +73,15 @@ def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int):
   is effectively infinite so optax itself never applies a non-finite update.
   """
   schedule = make_schedule(cfg, total_steps)
-  tx = optax.chain(
+  parts = [
       optax.clip_by_global_norm(cfg.clip_norm) if cfg.clip_norm else optax.identity(),
       optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay),
-  )
+  ]
+  factor_of = lr_multipliers(cfg.lr_multipliers, cfg.layer_decay, encoder)
+  if factor_of is not None:
+    # After AdamW, whose update is -lr * (adam + weight_decay * param): a pure post-scale.
+    parts.append(scale_by_lr_multipliers(factor_of, [p for p, _ in cfg.lr_multipliers]))
+  tx = optax.chain(*parts)
   # Fine-tuning freezes (config.optim.freeze): zero updates, no weight decay, for matching params.
   tx = apply_freeze(tx, cfg.freeze)
   return optax.apply_if_finite(tx, max_consecutive_errors=2**30), schedule
@@ -172,3 +185,83 @@ def apply_freeze(tx: optax.GradientTransformation,
     if not isinstance(n, int) and n is not None:
       raise ValueError(f"freeze rule {pattern!r}: frozen updates must be an int, got {n!r}")
   return freeze(tx, labels_by_regex(rules), {p: n for p, n in rules})
+
+
+# -------------------------------------------------------------------------------------------
+# Per-parameter learning rates: a head at k x the encoder (wav2vec 2.0 / HuBERT fine-tuning
+# recipes), layer-wise decay (ELECTRA, BEiT, data2vec).
+# -------------------------------------------------------------------------------------------
+def lr_multipliers(rules: Sequence[tuple[str, float]] = (), layer_decay: float = 1.0,
+                   encoder=None, prefix: str = "encoder") -> Callable[[str], float] | None:
+  """param path -> factor on the learning rate; None when every factor is 1.
+
+  rules: [(regex over `param_path`, multiplier), ...], first full match wins, unmatched 1.
+  layer_decay: d < 1 multiplies each `<prefix>/...` parameter by d^(L + 1 - depth), with
+    depth from mlasr.models.encoder.layer_depth (needs `encoder`, its EncoderConfig): block
+    i of L (0-based) gets d^(L - i), the front end, projection and positional conv
+    d^(L + 1), the final LayerNorm of a pre-LN encoder 1, as BEiT's layer ids. Parameters
+    outside `prefix` (the head, adapters, layer weights) get 1. Both factors multiply.
+  """
+  rules = [(str(p), float(m)) for p, m in rules or ()]
+  for pattern, m in rules:
+    if not m >= 0 or math.isinf(m):
+      raise ValueError(f"lr multiplier for {pattern!r} must be finite and >= 0, got {m}")
+  layer_decay = float(layer_decay)
+  if not 0 < layer_decay <= 1:
+    raise ValueError(f"config.optim.layer_decay={layer_decay}: use a value in (0, 1] "
+                     "(1 = no layer-wise decay)")
+  if not rules and layer_decay == 1.0:
+    return None
+  if layer_decay != 1.0 and encoder is None:
+    raise ValueError("config.optim.layer_decay needs the encoder's config "
+                     "(optim.make_optimizer(..., encoder=EncoderConfig))")
+  compiled = [(re.compile(p), m) for p, m in rules]
+  # Imported here: optim is model-agnostic unless layer-wise decay asks for the encoder's.
+  from mlasr.models import encoder as encoder_lib  # pylint: disable=import-outside-toplevel
+
+  def factor_of(name: str) -> float:
+    factor = next((m for r, m in compiled if r.fullmatch(name)), 1.0)
+    if layer_decay != 1.0 and name.startswith(prefix + "/"):
+      depth = encoder_lib.layer_depth(name[len(prefix) + 1:], encoder)
+      factor *= layer_decay ** (encoder.num_layers + 1 - depth)
+    return factor
+
+  return factor_of
+
+
+def scale_by_lr_multipliers(factor_of: Callable[[str], float],
+                            patterns: Sequence[str] = ()) -> optax.GradientTransformation:
+  """Multiplies each parameter's update by `factor_of(param_path)` (stateless).
+
+  After optax.adamw(lr) this is exactly adamw(lr x factor) for that parameter: the learning
+  rate is a pure post-scale of Adam's direction plus the decoupled weight decay (optax.adamw
+  multiplies both by lr), so the decay is scaled with it and Adam's moments are untouched.
+  Inside `freeze` it sees only trainable parameters. `patterns` (the rules' regexes) must
+  each match some parameter: init raises a ValueError naming one that matches none.
+  """
+  compiled = [(re.compile(p), p) for p in patterns]
+
+  def names_of(tree):
+    return [param_path(path) for path, _ in jax.tree_util.tree_leaves_with_path(tree)]
+
+  def init_fn(params):
+    names = names_of(params)
+    for regex, pattern in compiled:
+      if not any(regex.fullmatch(n) for n in names):
+        tops = sorted({n.split("/")[0] for n in names})
+        raise ValueError(f"lr multiplier pattern {pattern!r} matches no trainable parameter "
+                         f"(top-level names: {tops}); fix config.optim.lr_multipliers")
+    for n in names:  # every factor (and layer depth) is resolved before the first step
+      factor_of(n)
+    return optax.EmptyState()
+
+  def update_fn(updates, state, params=None):
+    del params
+
+    def scale(path, u):
+      factor = factor_of(param_path(path))
+      return u if factor == 1.0 else u * jnp.asarray(factor, u.dtype)
+
+    return jax.tree_util.tree_map_with_path(scale, updates), state
+
+  return optax.GradientTransformation(init_fn, update_fn)

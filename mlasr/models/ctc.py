@@ -5,6 +5,11 @@
 `config.model.finetune_masking` (off by default) masks time and channel spans of the
 projected features during training, as HuBERT / wav2vec 2.0 fine-tuning does.
 
+What the head reads (SUPERB / ML-SUPERB style; mlasr.models.encoder.layer_readout):
+  config.model.head_layer           -1: the encoder output (default); i: block i's output
+                                    (0 = the transformer input), the blocks above unused
+  config.model.layer_weights        True: a learned softmax-weighted sum of every layer
+
 Multilingual options (mlasr/models/adapters.py; every one selects per example by `lang_id`):
   config.model.adapters.bottleneck  > 0 adds MMS adapters after `adapters.blocks` (all if None)
   config.model.head                 "shared" (one head) | "per_language" (a head per language)
@@ -41,7 +46,11 @@ class CTCModel(nnx.Module):
                *, rngs: nnx.Rngs, finetune_masking: masking.MaskingConfig | None = None,
                langs: Sequence[str] = (), adapter_bottleneck: int = 0,
                adapter_blocks: Sequence[int] | None = None, head: str = "shared",
-               output_mask: np.ndarray | None = None):
+               output_mask: np.ndarray | None = None, head_layer: int = -1,
+               layer_weights: bool = False):
+    if not -1 <= head_layer <= enc_cfg.num_layers:
+      raise ValueError(f"config.model.head_layer={head_layer}: use -1 (the encoder output) or "
+                       f"0..{enc_cfg.num_layers} (0 = transformer input, i = block i's output)")
     self.encoder = encoder_lib.Encoder(enc_cfg, rngs=rngs)
     self.dropout = nnx.Dropout(final_dropout, rngs=rngs)
     self.langs = tuple(langs)
@@ -72,6 +81,8 @@ class CTCModel(nnx.Module):
       self.output_mask = (output_mask.shape, np.packbits(output_mask).tobytes())
     else:
       self.output_mask = None
+    self.head_layer = head_layer
+    self.layer_logits = encoder_lib.layer_logits_param(enc_cfg) if layer_weights else None
     self.finetune_masking = finetune_masking
     if finetune_masking is not None:
       # Forked from "dropout": nnx.reseed(model, dropout=...) in mlasr.train fixes the masks.
@@ -94,8 +105,10 @@ class CTCModel(nnx.Module):
     after_block = (None if self.adapters is None
                    else functools.partial(self.adapters, lang_id=lang_id))
     out = self.encoder(audio, audio_mask, deterministic=deterministic, after_block=after_block,
-                       **masks)
-    hidden = self.dropout(out.hidden, deterministic=deterministic)
+                       output_hidden_states=encoder_lib.needs_layer_hiddens(
+                           self.head_layer, self.layer_logits), **masks)
+    hidden = encoder_lib.layer_readout(out, self.head_layer, self.layer_logits)
+    hidden = self.dropout(hidden, deterministic=deterministic)
     logits = self.head(hidden) if self.heads is None else self.heads(hidden, lang_id)
     if self.output_mask is not None:
       shape, bits = self.output_mask
@@ -112,7 +125,8 @@ def build(config: ml_collections.ConfigDict, vocab_size: int, rngs: nnx.Rngs, *,
   return CTCModel(encoder_config(m), vocab_size, m.final_dropout, rngs=rngs,
                   finetune_masking=finetune_masking_config(m), langs=langs,
                   adapter_bottleneck=m.adapters.bottleneck, adapter_blocks=m.adapters.blocks,
-                  head=m.head, output_mask=output_mask if m.output_mask else None)
+                  head=m.head, output_mask=output_mask if m.output_mask else None,
+                  head_layer=m.head_layer, layer_weights=m.layer_weights)
 
 
 # -------------------------------------------------------------------------------------------

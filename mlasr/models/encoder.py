@@ -247,3 +247,73 @@ class Encoder(nnx.Module):
       x = self.layer_norm(x)
     return EncoderOutput(hidden=x, frame_mask=frame_mask, features=features,
                          layer_hiddens=tuple(hiddens) if output_hidden_states else None)
+
+
+# -------------------------------------------------------------------------------------------
+# What a downstream head reads of the encoder (SUPERB / ML-SUPERB), and how deep each
+# encoder parameter sits (layer-wise learning-rate decay, mlasr.optim).
+# -------------------------------------------------------------------------------------------
+def layer_logits_param(config: EncoderConfig) -> nnx.Param:
+  """Zero logits, one per `layer_hiddens` entry (transformer input + every block): uniform
+  softmax weights at init."""
+  return nnx.Param(jnp.zeros([config.num_layers + 1], jnp.float32))
+
+
+def needs_layer_hiddens(layer: int, layer_logits) -> bool:
+  """Whether `layer_readout(out, layer, layer_logits)` needs output_hidden_states=True."""
+  return layer_logits is not None or layer != -1
+
+
+def layer_readout(out: EncoderOutput, layer: int = -1, layer_logits=None, *,
+                  stop_gradient: bool = False) -> jax.Array:
+  """The [B, F, D] representation a downstream head reads of an encoder output.
+
+  layer_logits: a learned softmax-weighted sum of every `layer_hiddens` entry, each first
+    normalised (zero mean, unit variance over D, no parameters): pre-LN residual streams grow
+    with depth, and SUPERB's featurizer normalises too. `layer` is then ignored.
+  layer: else one entry of `layer_hiddens` (0 = transformer input, i = block i's output),
+    or -1: `out.hidden`, the encoder's own output (after the final LayerNorm of a pre-LN
+    encoder, which `layer_hiddens[num_layers]` is not).
+  stop_gradient: no gradient into the encoder (a frozen-encoder probe); the weights still
+    get theirs.
+  """
+  if not needs_layer_hiddens(layer, layer_logits):
+    return jax.lax.stop_gradient(out.hidden) if stop_gradient else out.hidden
+  if out.layer_hiddens is None:
+    raise ValueError("layer_readout of a middle layer or a weighted sum needs the encoder "
+                     "called with output_hidden_states=True")
+  hiddens = out.layer_hiddens
+  if stop_gradient:
+    hiddens = [jax.lax.stop_gradient(h) for h in hiddens]
+  if layer_logits is None:
+    return hiddens[layer]
+  stacked = jnp.stack([layers.layer_norm(h, 1.0, 0.0, 1e-5, jnp.float32) for h in hiddens])
+  return jnp.einsum("l,lbfd->bfd", jax.nn.softmax(layer_logits[...]), stacked)
+
+
+# Encoder parameters below the first block (the post-LN input LayerNorm is `layer_norm` too).
+_INPUT_SIDE = ("frontend", "feature_layer_norm", "projection", "mask_embedding", "pos_conv")
+
+
+def layer_depth(name: str, config: EncoderConfig) -> int:
+  """How deep encoder parameter `name` sits, 0 .. num_layers + 1.
+
+  `name` is its path inside the encoder ("layers/3/attention/q_kernel", "frontend/..."):
+  0 below the first block (front end, feature LayerNorm, projection, mask embedding,
+  positional conv, the input LayerNorm of a post-LN encoder), i + 1 for block i, and
+  num_layers + 1 above the last block (the final LayerNorm of a pre-LN encoder). Raises
+  ValueError for a name it does not know, so a new encoder part must be placed here.
+  """
+  parts = name.split("/")
+  if parts[0] == "layers" and len(parts) > 1 and parts[1].isdigit():
+    index = int(parts[1])
+    if index >= config.num_layers:
+      raise ValueError(f"encoder parameter {name!r}: block {index} of a "
+                       f"{config.num_layers}-block encoder")
+    return index + 1
+  if parts[0] == "layer_norm":
+    return config.num_layers + 1 if config.layer_norm_first else 0
+  if parts[0] in _INPUT_SIDE:
+    return 0
+  raise ValueError(f"encoder parameter {name!r} has no layer depth; known parts: layers/<i>, "
+                   f"layer_norm, {', '.join(_INPUT_SIDE)} (mlasr/models/encoder.py layer_depth)")

@@ -51,8 +51,7 @@ class LIDModel(nnx.Module):
     self.pooling = pooling
     self.train_encoder = train_encoder
     # One weight per layer_hiddens entry (transformer input + every block), softmax-normalised.
-    self.layer_logits = (nnx.Param(jnp.zeros([enc_cfg.num_layers + 1], jnp.float32))
-                         if layer_weights else None)
+    self.layer_logits = encoder_lib.layer_logits_param(enc_cfg) if layer_weights else None
     pooled_dim = enc_cfg.d_model * (2 if pooling == "stats" else 1)
     # Mean and standard deviation live on different scales; normalising the pooled vector puts
     # them on one before the linear layer.
@@ -63,18 +62,11 @@ class LIDModel(nnx.Module):
   def __call__(self, audio: jax.Array, audio_mask: jax.Array, *, deterministic: bool,
                lang_id: jax.Array | None = None) -> jax.Array:
     del lang_id  # the target, not an input
-    hidden_states = self.layer_logits is not None or self.layer != -1
     out = self.encoder(audio, audio_mask, deterministic=deterministic or not self.train_encoder,
-                       output_hidden_states=hidden_states)
-    hiddens = out.layer_hiddens if hidden_states else (out.hidden,)
-    if not self.train_encoder:
-      hiddens = [jax.lax.stop_gradient(h) for h in hiddens]
-    if self.layer_logits is not None:
-      # Each layer normalised first: pre-LN residual streams grow with depth (SUPERB does this).
-      stacked = jnp.stack([layers.layer_norm(h, 1.0, 0.0, 1e-5, jnp.float32) for h in hiddens])
-      hidden = jnp.einsum("l,lbfd->bfd", jax.nn.softmax(self.layer_logits[...]), stacked)
-    else:
-      hidden = hiddens[self.layer]  # layer -1 of (out.hidden,) is out.hidden
+                       output_hidden_states=encoder_lib.needs_layer_hiddens(
+                           self.layer, self.layer_logits))
+    hidden = encoder_lib.layer_readout(out, self.layer, self.layer_logits,
+                                       stop_gradient=not self.train_encoder)
     pooled = self.norm(pool(hidden, out.frame_mask, self.pooling))
     return self.head(self.dropout(pooled, deterministic=deterministic)).astype(jnp.float32)
 
