@@ -1,13 +1,14 @@
 """Keeps library chatter out of the user's terminal: the command-line tools log through absl,
 and at INFO orbax writes dozens of lines per checkpoint, TFDS a line per split, shard and
-dataset it opens, and JAX's backend probe one line per missing platform (libtpu)."""
+dataset it opens, Beam a line per worker channel and stage, and JAX's backend probe one line
+per missing platform (libtpu)."""
 from __future__ import annotations
 
 import logging as std_logging
 
 from absl import logging
 
-_CHATTY = ("/orbax/", "/tensorflow_datasets/", "/jax/_src/xla_bridge.py")
+_CHATTY = ("/orbax/", "/tensorflow_datasets/", "/jax/_src/xla_bridge.py", "/apache_beam/")
 # Warnings that say nothing to act on: TFDS warns "Using custom data configuration" for every
 # dataset mlasr prepares, since each (corpus, language) is a named BuilderConfig by design.
 _NOT_ACTIONABLE = (("/tensorflow_datasets/", "Using custom data configuration"),)

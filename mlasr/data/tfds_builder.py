@@ -723,6 +723,9 @@ def _download_config(beam_runner, beam_options) -> tfds.download.DownloadConfig 
   if beam_runner is None and beam_options is None:
     return None  # TFDS's default: no pipeline
   from apache_beam.options import pipeline_options  # pylint: disable=import-outside-toplevel
+  # Beam logs each worker's gRPC channels and every stage at INFO: not for the terminal.
+  beam_log = logging.getLogger("apache_beam")
+  beam_log.setLevel(max(beam_log.getEffectiveLevel(), logging.WARNING))
   if beam_options is None or isinstance(beam_options, (str, list, tuple)):
     flags = shlex.split(beam_options) if isinstance(beam_options, str) else beam_options
     beam_options = pipeline_options.PipelineOptions(list(flags or []))
