@@ -31,25 +31,30 @@ python -m data_prep.synth_benchmark --preset "$PRESET" --out "$DATA"
 python -m mlasr.data.tfds_builder "$DATA" "$DATA/tfds" $LANGS --num_workers 2
 
 stamp "iteration 1 targets: MFCC k-means"
-[ -f "$RUNS/labels_it1/meta.json" ] || {
+# Each step is skipped once the file it writes last exists (features.json, fit.json, and
+# diagnostics.md, written when every label shard is done); an interrupted dump_labels resumes
+# shard by shard.
+[ -f "$RUNS/feats_it1/features.json" ] || \
   python -m data_prep.extract_features --data_dir "$DATA/tfds" --datasets "$TRAIN" \
       --features mfcc --fraction 0.1 --out "$RUNS/feats_it1"
+[ -f "$RUNS/km_it1/fit.json" ] || \
   python -m data_prep.fit_kmeans --features "$RUNS/feats_it1" --out "$RUNS/km_it1" --k 100
+[ -f "$RUNS/labels_it1/diagnostics.md" ] || \
   python -m data_prep.dump_labels --data_dir "$DATA/tfds" --datasets "$TRAIN,$DEV" \
       --kmeans "$RUNS/km_it1" --out "$RUNS/labels_it1"
-}
 stamp "iteration 1 pretraining"
 python -m mlasr.train --config "experiments/hubert_pretrain.py:root=$DATA,labels=$RUNS/labels_it1,label_rate=100,steps=$PRETRAIN_STEPS,layers=$LAYERS" \
     --config.eval_every=$(( PRETRAIN_STEPS / 2 )) --workdir "$RUNS/hubert_it1"
 
 stamp "iteration 2 targets: layer $IT2_LAYER k-means"
-[ -f "$RUNS/labels_it2/meta.json" ] || {
+[ -f "$RUNS/feats_it2/features.json" ] || \
   python -m data_prep.extract_features --data_dir "$DATA/tfds" --datasets "$TRAIN" \
       --features "layer:$IT2_LAYER" --workdir "$RUNS/hubert_it1" --fraction 0.1 --out "$RUNS/feats_it2"
+[ -f "$RUNS/km_it2/fit.json" ] || \
   python -m data_prep.fit_kmeans --features "$RUNS/feats_it2" --out "$RUNS/km_it2" --k 500
+[ -f "$RUNS/labels_it2/diagnostics.md" ] || \
   python -m data_prep.dump_labels --data_dir "$DATA/tfds" --datasets "$TRAIN,$DEV" \
       --kmeans "$RUNS/km_it2" --out "$RUNS/labels_it2"
-}
 it2_rate=$(python -c "import json; print(json.load(open('$RUNS/labels_it2/meta.json'))['label_rate'])")
 stamp "iteration 2 pretraining"
 python -m mlasr.train --config "experiments/hubert_pretrain.py:root=$DATA,labels=$RUNS/labels_it2,label_rate=$it2_rate,steps=$PRETRAIN_STEPS,layers=$LAYERS" \
