@@ -75,8 +75,7 @@ def load_config(preset: str, dtype: str, layers: int = 0):
 
 def encoder_config(config):
   from mlasr.models import encoder as encoder_lib  # pylint: disable=import-outside-toplevel
-  fields = dict(config.model.encoder)
-  return encoder_lib.get_config(fields.pop("preset"), **fields)
+  return encoder_lib.config_from_fields(config.model.encoder)
 
 
 def num_frames(enc, num_samples: int) -> int:

@@ -91,10 +91,11 @@ def load_encoder(workdir: str, step: int | None = None, checkpoint: str = "lates
   """
   from flax import nnx  # pylint: disable=import-outside-toplevel
   from mlasr import checkpoint as ckpt_lib, config_lib  # pylint: disable=import-outside-toplevel
-  from mlasr.models import ctc, encoder as encoder_lib  # pylint: disable=import-outside-toplevel
+  from mlasr.models import encoder as encoder_lib  # pylint: disable=import-outside-toplevel
 
   config = config_lib.load_config(workdir)
-  encoder = encoder_lib.Encoder(ctc.encoder_config(config.model), rngs=nnx.Rngs(params=0, dropout=0))
+  encoder = encoder_lib.Encoder(encoder_lib.config_from_fields(config.model.encoder),
+                                rngs=nnx.Rngs(params=0, dropout=0))
   ckpt_lib.assign_params(encoder, ckpt_lib.read_params(workdir, step, which=checkpoint,
                                                        subtree="encoder"))
   return encoder

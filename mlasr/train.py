@@ -28,7 +28,7 @@ from mlasr import checkpoint as ckpt_lib
 from mlasr import config_lib, logs, optim
 from mlasr import sharding as sharding_lib
 from mlasr.data import inputs
-from mlasr.models import ctc as ctc_model, surgery
+from mlasr.models import encoder as encoder_lib, surgery
 from mlasr.steps import make_accumulation_steps, make_update_step
 from mlasr.metrics_writer import MetricsWriter
 
@@ -114,7 +114,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | Non
   # ---------------------------------------------------------------------------------------
   # config.optim.layer_decay places each encoder parameter by its depth in this encoder.
   tx, schedule = optim.make_optimizer(config.optim, config.total_steps,
-                                      encoder=ctc_model.encoder_config(config.model))
+                                      encoder=encoder_lib.config_from_fields(config.model.encoder))
 
   def build():
     model = model_lib.build(config, task_setup["num_outputs"],

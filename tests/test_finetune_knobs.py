@@ -152,7 +152,7 @@ def _decay_table(d, pre_ln):
 def test_layer_decay_factors_match_a_table_and_scale_updates_exactly(pre_ln):
   c = config(layer_weights=True)
   c.model.encoder["layer_norm_first"] = pre_ln
-  enc = ctc.encoder_config(c.model)
+  enc = encoder_lib.config_from_fields(c.model.encoder)
   names = list(flat_params(build(c)))
   table = _decay_table(0.5, pre_ln)
   factor_of = optim.lr_multipliers((("encoder/layers/2/.*", 3.0), (HEAD, 10.0)), 0.5, enc)
@@ -186,7 +186,7 @@ def test_layer_decay_factors_match_a_table_and_scale_updates_exactly(pre_ln):
 
 
 def test_knob_errors_name_the_problem():
-  enc = ctc.encoder_config(config().model)
+  enc = encoder_lib.config_from_fields(config().model.encoder)
   with pytest.raises(ValueError, match="needs the encoder's config"):
     optim.lr_multipliers((), 0.8)
   with pytest.raises(ValueError, match="layer_decay=1.5"):
@@ -207,7 +207,7 @@ def test_multipliers_compose_with_freezing_and_resume_exactly(tmp_path):
   c = config()
   c.optim.update(lr_multipliers=((HEAD, 8.0),), layer_decay=0.5,
                  freeze=(("encoder/projection/.*", -1), ("encoder/.*", 2)))
-  enc = ctc.encoder_config(c.model)
+  enc = encoder_lib.config_from_fields(c.model.encoder)
   # Reference for the multipliers inside freeze: the plain optimizer with the same freeze
   # rules, run at the multiplied rate per group through optax.multi_transform.
   factor_of = optim.lr_multipliers(c.optim.lr_multipliers, 0.5, enc)

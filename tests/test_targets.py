@@ -447,13 +447,13 @@ def test_layer_features_from_a_pretraining_workdir(tmp_path):
   """load_encoder restores params/encoder of a checkpoint that is not a CTC workdir."""
   from data_prep import extract_features as ef  # pylint: disable=g-import-not-at-top
   from mlasr import checkpoint as ckpt_lib, config_lib  # pylint: disable=g-import-not-at-top
-  from mlasr.models import ctc  # pylint: disable=g-import-not-at-top
   config = config_lib.base_config("hubert")
   config.model.encoder = dict(
       preset="tiny", frontend="waveform", conv_dim=(8,) * 7, d_model=16, num_layers=2,
       num_heads=2, ffn_dim=16, pos_conv_kernel=4, pos_conv_groups=2, conv_module_kernel=0)
   config_lib.save_config(config, str(tmp_path))
-  enc = encoder_lib.Encoder(ctc.encoder_config(config.model), rngs=nnx.Rngs(params=3, dropout=0))
+  enc = encoder_lib.Encoder(encoder_lib.config_from_fields(config.model.encoder),
+                            rngs=nnx.Rngs(params=3, dropout=0))
   ck = ckpt_lib.Checkpointer(str(tmp_path))
   ck.save(5, dict(params=dict(encoder=nnx.to_pure_dict(nnx.state(enc, nnx.Param)),
                               final_proj=np.ones(3, np.float32))), {}, {})

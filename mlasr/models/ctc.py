@@ -33,12 +33,6 @@ from mlasr.models import encoder as encoder_lib
 MASKED_LOGIT = -1e9
 
 
-def encoder_config(model_cfg: ml_collections.ConfigDict) -> encoder_lib.EncoderConfig:
-  fields = dict(model_cfg.encoder)
-  preset = fields.pop("preset", "tiny")
-  return encoder_lib.get_config(preset, **fields)
-
-
 class CTCModel(nnx.Module):
   """HuBERT-style encoder with a linear projection to the CTC vocabulary (id 0 = blank)."""
 
@@ -122,7 +116,7 @@ def build(config: ml_collections.ConfigDict, vocab_size: int, rngs: nnx.Rngs, *,
           langs: Sequence[str] = (), output_mask: np.ndarray | None = None) -> CTCModel:
   """The CTC model of `config.model`; `langs` and `output_mask` come from tasks.ctc.setup."""
   m = config.model
-  return CTCModel(encoder_config(m), vocab_size, m.final_dropout, rngs=rngs,
+  return CTCModel(encoder_lib.config_from_fields(m.encoder), vocab_size, m.final_dropout, rngs=rngs,
                   finetune_masking=finetune_masking_config(m), langs=langs,
                   adapter_bottleneck=m.adapters.bottleneck, adapter_blocks=m.adapters.blocks,
                   head=m.head, output_mask=output_mask if m.output_mask else None,

@@ -106,6 +106,12 @@ PRESETS: dict[str, EncoderConfig] = {
 }
 
 
+def config_from_fields(fields) -> EncoderConfig:
+  """`config.model.encoder` of a run (a preset name, "tiny" if absent, and field overrides)."""
+  fields = dict(fields)
+  return get_config(fields.pop("preset", "tiny"), **fields)
+
+
 def get_config(name: str, **overrides) -> EncoderConfig:
   """A preset by name with field overrides, e.g. get_config("tiny", num_layers=2)."""
   if name not in PRESETS:

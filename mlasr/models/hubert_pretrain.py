@@ -148,8 +148,7 @@ def build(config: ml_collections.ConfigDict, num_classes: int | Sequence[int],
   (the codebook size for BEST-RQ). bestrq: the quantizer config that mlasr.tasks.hubert.setup
   returns in `model_kwargs` when config.model.targets == "bestrq"."""
   model_cfg = config.model
-  fields = dict(model_cfg.encoder)
-  enc_cfg = encoder_lib.get_config(fields.pop("preset", "tiny"), **fields)
+  enc_cfg = encoder_lib.config_from_fields(model_cfg.encoder)
   label_rate = model_cfg.label_rate
   if model_cfg.targets == "bestrq":
     if bestrq is None:

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from mlasr.models import ctc, encoder as encoder_lib, layers
+from mlasr.models import encoder as encoder_lib, layers
 
 POOLINGS = ("mean", "stats")
 
@@ -76,6 +76,7 @@ def build(config: ml_collections.ConfigDict, num_langs: int, rngs: nnx.Rngs, *,
   if len(langs) != num_langs:
     raise ValueError(f"LID over {num_langs} languages but got langs={list(langs)}")
   m = config.model
-  return LIDModel(ctc.encoder_config(m), langs, layer=m.layer, layer_weights=m.layer_weights,
+  return LIDModel(encoder_lib.config_from_fields(m.encoder), langs, layer=m.layer,
+                  layer_weights=m.layer_weights,
                   pooling=m.pooling, dropout=m.final_dropout, train_encoder=m.train_encoder,
                   rngs=rngs)
