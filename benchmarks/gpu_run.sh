@@ -15,7 +15,7 @@
 # #15), so gpu_step.py stops starting new variants after TIME_BUDGET seconds (default 300)
 # and its JSON is rewritten after every measurement: a cut-short run still reports what it
 # finished. Knobs: BATCH (32), STEPS (10), REPEATS (5), VARIANTS (gpu_step.py's default
-# order: fast,today,fast_threefry,ctc_fast,xla_attention), TORCH (auto|yes|no),
+# order: fast,today,ctc_fast,fast_loop,fast_threefry,xla_attention), TORCH (auto|yes|no),
 # TORCH_COMPILE (auto: with CUDA), SMOKE=1
 # (tiny shapes, for a CPU check of this script).
 set -uo pipefail

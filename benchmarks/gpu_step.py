@@ -19,10 +19,11 @@ The methodology of issue 15:
     cost_analysis, against (a) a bf16 8192^3 matmul measured in this run and (b) the
     datasheet dense bf16 peak of the card (H200 / H100 SXM 989 TFLOP/s, H100 PCIe 756).
   * Variants (whole step, each compiled once; compile seconds recorded per variant/shape):
-      today      attention_impl=reference, pos_conv_impl=split, prng threefry (before #15)
+      today      attention_impl=reference, pos_conv_impl=split, prng threefry, blocks as
+                 a Python loop (before #15)
       fast       attention_impl=cudnn (no attention dropout: see layers.Attention),
-                 pos_conv_impl=grouped, prng unsafe_rbg
-      fast_threefry, xla_attention, grouped_only   isolate one change each
+                 pos_conv_impl=grouped, prng unsafe_rbg, blocks as one lax.scan
+      fast_loop, fast_threefry, xla_attention, grouped_only   isolate one change each
       ctc_fast   CTC fine-tuning step of the same encoder with the `fast` settings
     and per-component fwd+bwd timings at the step's shapes: attention reference / xla /
     cudnn, positional conv split / grouped.
@@ -57,8 +58,11 @@ DATASHEET_BF16 = (("H200", 989.4e12), ("H100 PCIe", 756.0e12), ("H100 NVL", 835.
                   ("H100", 989.4e12), ("A100", 312.0e12), ("L40S", 362.05e12))
 
 VARIANTS = {
-    "today": dict(attention_impl="reference", pos_conv_impl="split", prng="threefry"),
+    "today": dict(attention_impl="reference", pos_conv_impl="split", prng="threefry",
+                  scan_layers="loop"),
     "fast": dict(attention_impl="cudnn", pos_conv_impl="grouped", prng="unsafe_rbg"),
+    "fast_loop": dict(attention_impl="cudnn", pos_conv_impl="grouped", prng="unsafe_rbg",
+                      scan_layers="loop"),
     "fast_threefry": dict(attention_impl="cudnn", pos_conv_impl="grouped", prng="threefry"),
     "xla_attention": dict(attention_impl="xla", pos_conv_impl="grouped", prng="threefry"),
     "grouped_only": dict(attention_impl="reference", pos_conv_impl="grouped", prng="threefry"),
@@ -66,7 +70,7 @@ VARIANTS = {
                      task="ctc"),
 }
 # Tiny encoder for --smoke: every code path, seconds of CPU.
-SMOKE_ENCODER = dict(conv_dim=(32,) * 7, d_model=64, num_heads=4, ffn_dim=128, num_layers=1,
+SMOKE_ENCODER = dict(conv_dim=(32,) * 7, d_model=64, num_heads=4, ffn_dim=128, num_layers=2,
                      pos_conv_kernel=16, pos_conv_groups=16)
 
 
@@ -80,7 +84,8 @@ def _parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
   p.add_argument("--steps", type=int, default=10, help="steps per timed round")
   p.add_argument("--repeats", type=int, default=5, help="timed rounds (median over them)")
-  p.add_argument("--variants", default="fast,today,fast_threefry,ctc_fast,xla_attention",
+  p.add_argument("--variants",
+                 default="fast,today,ctc_fast,fast_loop,fast_threefry,xla_attention",
                  help=f"comma-separated, in priority order; known: {','.join(VARIANTS)}")
   p.add_argument("--components", default="yes", choices=("yes", "no"),
                  help="per-component attention / positional conv timings")
@@ -105,7 +110,8 @@ def load_config(args, variant: dict):
   """experiments/hubert_pretrain.py preset=base (or the CTC base config) with the variant."""
   config = ps.load_config("base", args.dtype)
   enc = dict(config.model.encoder, layerdrop=0.0,
-             attention_impl=variant["attention_impl"], pos_conv_impl=variant["pos_conv_impl"])
+             attention_impl=variant["attention_impl"], pos_conv_impl=variant["pos_conv_impl"],
+             scan_layers=variant.get("scan_layers", "scan"))
   if args.smoke:
     enc.update(SMOKE_ENCODER)
   config.model.encoder = enc
@@ -168,7 +174,13 @@ def jax_variant(args, name: str, seconds: float) -> dict:
   if variant.get("task") == "ctc":
     from mlasr.models import ctc as ctc_model  # pylint: disable=import-outside-toplevel
     from mlasr.tasks import ctc as task  # pylint: disable=import-outside-toplevel
+    from mlasr import config_lib  # pylint: disable=import-outside-toplevel
     vocab = 64
+    # The CTC run config (head, final dropout, fine-tuning optimizer) on the same encoder.
+    ctc_config = config_lib.base_config("ctc")
+    ctc_config.model.encoder = config.model.encoder
+    ctc_config.total_steps = config.total_steps
+    config = ctc_config
     model = ctc_model.build(config, vocab, rngs)
     host = [ctc_batch(args.batch, samples, frames, vocab) for _ in range(2)]
     flops = ps.analytic_flops(enc_cfg, args.batch, samples, 0, 0) + \

@@ -5,10 +5,11 @@
 Reports the real-time factor (RTF = compute seconds / audio seconds, lower is faster) of the
 `tiny` preset with both front ends, of the same waveform architecture with and without the
 conformer conv module, and of a transformers PyTorch HubertModel with the identical
-architecture on the same audio. Also times the CPU kernel choices (shifted-slice depthwise
-conv vs XLA grouped conv, reshape+matmul strided conv vs XLA conv, positional conv split into
-one conv per group vs one grouped conv, attention implementations); `--kernels-only` times
-just those.
+architecture on the same audio, and the tiny preset with its blocks as one lax.scan instead of
+the Python loop that EncoderConfig.scan_layers="auto" picks for CPU inference. Also times the
+CPU kernel choices (shifted-slice depthwise conv vs XLA grouped conv, reshape+matmul strided
+conv vs XLA conv, positional conv split into one conv per group vs one grouped conv, attention
+implementations); `--kernels-only` times just those.
 """
 
 from __future__ import annotations
@@ -134,6 +135,8 @@ def main() -> None:
   wave_plain = dataclasses.replace(wave, conv_module_kernel=0)
   rows = {
       "jax tiny logmel x4 (+conv module)": jax_rtf(tiny, audio, args.repeats),
+      "jax tiny logmel x4 (+conv module), blocks scanned": jax_rtf(
+          dataclasses.replace(tiny, scan_layers="scan"), audio, args.repeats),
       "jax tiny logmel x4 conv2d subsampler": jax_rtf(
           dataclasses.replace(tiny, subsampler="conv2d"), audio, args.repeats),
       "jax tiny waveform (+conv module)": jax_rtf(wave, audio, args.repeats),

@@ -1,10 +1,12 @@
 """The accelerator-oriented choices (issue 15) agree with today's code paths on CPU.
 
 attention_impl (reference / jax.nn.dot_product_attention xla / cuDNN fallback), pos_conv_impl
-(split vs grouped conv) and prng_impl (checkpoints refuse a run under another PRNG).
+(split vs grouped conv), scan_layers (one lax.scan over the blocks vs the Python loop) and
+prng_impl (checkpoints refuse a run under another PRNG).
 """
 
 import contextlib
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -107,6 +109,99 @@ def test_grouped_positional_conv_matches_split():
              for impl in ("split", "grouped")]
   split, grouped = _outs_and_grads(modules, lambda y: jnp.sum(jnp.sin(y)), x)
   _assert_same(grouped, split)
+
+
+def _scan_vs_loop_encoders(**overrides):
+  fields = dict(d_model=32, num_layers=2, num_heads=4, ffn_dim=48, pos_conv_kernel=8,
+                pos_conv_groups=4, conv_module_kernel=3, dropout=0.2, attention_dropout=0.2,
+                activation_dropout=0.1, feat_proj_dropout=0.1, layerdrop=0.4)
+  cfg = encoder_lib.get_config("tiny", **dict(fields, **overrides))
+  return [encoder_lib.Encoder(dataclasses.replace(cfg, scan_layers=how),
+                              rngs=nnx.Rngs(params=0, dropout=1)) for how in ("loop", "scan")]
+
+
+def test_scanned_layers_match_the_loop_in_training():
+  """Outputs, every hidden state and gradients agree, dropout and layerdrop included, and
+  the dropout streams move on alike. (Remat inside the scan: test_train_steps.)"""
+  loop, scan = _scan_vs_loop_encoders()
+  assert scan.scans_blocks(deterministic=True) and not loop.scans_blocks(deterministic=False)
+  rng = np.random.default_rng(3)
+  audio = jnp.asarray(rng.standard_normal((3, 4000)) * 0.1, jnp.float32)
+  audio_mask = features.lengths_to_mask(jnp.asarray([4000, 2500, 900]), 4000)
+  # Weights and dropout streams are stored per block either way: checkpoints interchange.
+  assert jax.tree.structure(nnx.state(loop)) == jax.tree.structure(nnx.state(scan))
+  splits = [nnx.split(m, nnx.Param, ...) for m in (loop, scan)]
+
+  @jax.jit
+  def run(params, rests):
+    results = []
+    for (graphdef, _, _), p, rest in zip(splits, params, rests):
+      model = nnx.merge(graphdef, p, rest)
+
+      def loss(model):
+        out = model(audio, audio_mask, deterministic=False, output_hidden_states=True)
+        total = sum(jnp.sum(jnp.sin(h) * out.frame_mask[..., None])
+                    for h in out.layer_hiddens) + jnp.sum(out.hidden)
+        return total, out
+      (_, out), grads = nnx.value_and_grad(loss, has_aux=True)(model)
+      results.append((out.hidden, out.layer_hiddens, nnx.state(grads, nnx.Param),
+                      nnx.state(model, nnx.RngState)))
+    return results
+
+  loop_run, scan_run = run([p for _, p, _ in splits], [r for _, _, r in splits])
+  (hidden, hiddens, grads, rng), (hidden_ref, hiddens_ref, grads_ref, rng_ref) = (scan_run,
+                                                                                 loop_run)
+  np.testing.assert_allclose(hidden, hidden_ref, atol=1e-5, rtol=0)
+  assert len(hiddens) == len(hiddens_ref) == 3
+  for h, h_ref in zip(hiddens, hiddens_ref):
+    np.testing.assert_allclose(h, h_ref, atol=1e-5, rtol=0)
+  for (path, u), (_, v) in zip(nnx.to_flat_state(grads), nnx.to_flat_state(grads_ref)):
+    scale = max(1.0, float(np.abs(v[...]).max()))
+    np.testing.assert_allclose(u[...], v[...], atol=2e-5 * scale, rtol=0, err_msg=str(path))
+  counts = [(path, u[...], v[...]) for (path, u), (_, v) in
+            zip(nnx.to_flat_state(rng), nnx.to_flat_state(rng_ref)) if "count" in path]
+  assert any(int(v) > 0 for _, _, v in counts)  # dropout was drawn
+  for path, u, v in counts:
+    np.testing.assert_array_equal(u, v, err_msg=str(path))
+
+
+def test_scan_layers_auto_and_the_adapter_fallback(monkeypatch):
+  auto = nnx.eval_shape(lambda: encoder_lib.Encoder(
+      encoder_lib.get_config("tiny", num_layers=2), rngs=nnx.Rngs(0)))
+  assert auto.config.scan_layers == "auto"
+  assert auto.scans_blocks(deterministic=False)  # training steps scan
+  assert not auto.scans_blocks(deterministic=True)  # CPU inference loops (faster here)
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert auto.scans_blocks(deterministic=True)
+  monkeypatch.undo()
+  with pytest.raises(ValueError, match="scan_layers"):
+    encoder_lib.get_config("tiny", scan_layers=True)
+  # `after_block` needs each block's Python index (the adapters of that block).
+  loop, scan = _scan_vs_loop_encoders(layerdrop=0.0)
+  assert not scan.scans_blocks(deterministic=True, has_after_block=True)
+  audio = jnp.ones((1, 1600)) * 0.1
+  seen = []
+  hook = lambda i, y: (seen.append(i), y + i)[1]  # pylint: disable=unnecessary-lambda-assignment
+  a = scan(audio, after_block=hook).hidden
+  assert seen == [0, 1]
+  np.testing.assert_allclose(a, loop(audio, after_block=hook).hidden, atol=1e-6)
+
+
+def test_auto_dtype_is_bf16_on_accelerators_and_fp32_on_cpu(monkeypatch):
+  auto = encoder_lib.get_config("tiny")
+  assert auto.dtype == "auto" and auto.compute_dtype == jnp.float32  # this CPU
+  model = nnx.eval_shape(lambda: encoder_lib.Encoder(auto, rngs=nnx.Rngs(0)))
+  assert model.layers[0].attention.dtype == jnp.float32
+  assert encoder_lib.get_config("tiny", dtype="bfloat16").compute_dtype == jnp.bfloat16
+  for backend in ("gpu", "tpu"):
+    monkeypatch.setattr(jax, "default_backend", lambda backend=backend: backend)
+    assert auto.compute_dtype == jnp.bfloat16
+    assert encoder_lib.get_config("tiny", dtype="float32").compute_dtype == jnp.float32
+    model = nnx.eval_shape(lambda: encoder_lib.Encoder(auto, rngs=nnx.Rngs(0)))
+    assert model.layers[0].attention.dtype == jnp.bfloat16
+    # Parameters (master weights, optimizer state, checkpoints) stay float32.
+    assert {v.dtype for v in jax.tree.leaves(nnx.state(model, nnx.Param))} == {
+        jnp.dtype(jnp.float32)}
 
 
 @contextlib.contextmanager

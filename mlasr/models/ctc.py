@@ -52,7 +52,7 @@ class CTCModel(nnx.Module):
       raise ValueError("Per-language adapters, heads or output masks need the language list.")
     self.adapters = (adapters_lib.AdapterBank(
         self.langs, enc_cfg.num_layers, enc_cfg.d_model, adapter_bottleneck,
-        blocks=adapter_blocks, eps=enc_cfg.layer_norm_eps, dtype=jnp.dtype(enc_cfg.dtype),
+        blocks=adapter_blocks, eps=enc_cfg.layer_norm_eps, dtype=enc_cfg.compute_dtype,
         rngs=rngs) if adapter_bottleneck else None)
     if head == "shared":
       self.head = nnx.Linear(

@@ -60,7 +60,7 @@ class WaveformFrontend(nnx.Module):
     if cfg.conv_impl not in ("xla", "matmul"):
       raise ValueError(f"conv_impl must be 'xla' or 'matmul', got {cfg.conv_impl!r}")
     self.cfg = cfg
-    dtype = jnp.dtype(cfg.dtype)
+    dtype = cfg.compute_dtype
     kernels, biases, scales, shifts = [], [], [], []
     cin = 1
     for i, (cout, k) in enumerate(zip(cfg.conv_dim, cfg.conv_kernel)):
@@ -213,7 +213,7 @@ class LogMelFrontend(nnx.Module):
     if cfg.subsampler not in ("stack", "conv2d"):
       raise ValueError(f"subsampler must be 'stack' or 'conv2d', got {cfg.subsampler!r}")
     self.cfg = cfg
-    self.dtype = jnp.dtype(cfg.dtype)
+    self.dtype = cfg.compute_dtype
     mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels)  # fail early if librosa is missing
     self.specaug = SpecAugment.from_encoder_config(cfg)
     if self.specaug is not None:

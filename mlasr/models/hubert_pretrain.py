@@ -71,7 +71,7 @@ class HubertPretrainModel(nnx.Module):
     self.untie_final_proj = untie_final_proj and len(num_classes) > 1
     proj_dim = final_dim * (len(num_classes) if self.untie_final_proj else 1)
     self.final_proj = layers.Dense(enc_cfg.d_model, proj_dim, ("embed", None),
-                                   dtype=jnp.dtype(enc_cfg.dtype), rngs=rngs)
+                                   dtype=enc_cfg.compute_dtype, rngs=rngs)
     # fairseq: label_embs_concat ~ U[0, 1).
     self.label_embs = nnx.List([
         layers.param(jax.nn.initializers.uniform(1.0), rngs.params(), (k, final_dim),
