@@ -84,10 +84,10 @@ class EncoderConfig:
   # How the blocks run: "scan" (one lax.scan over their stacked weights: XLA compiles one
   # block instead of num_layers copies), "loop" (a Python loop) or "auto": scan for training
   # calls, and for inference too except on CPU, where the 6-block demo model's update step
-  # compiled in 23 % less time and ran 10 % faster scanned, while the 4-block tiny encoder's
-  # forward alone ran 25 % slower (benchmarks/train_throughput.py, model_speed.py). Same
-  # numbers either way, dropout masks included; checkpoints do not change (weights stay stored
-  # per block). Calls with `after_block` (adapters) always loop.
+  # compiled in 23-28 % less time and ran as fast or faster scanned, while the 4-block tiny
+  # encoder's forward alone ran 15-25 % slower (benchmarks/train_throughput.py,
+  # model_speed.py). Same numbers either way, dropout masks included; checkpoints do not
+  # change (weights stay stored per block). Calls with `after_block` (adapters) always loop.
   scan_layers: str = "auto"
   # softmax(qk)v: "auto" (cuDNN fused on a GPU when no attention dropout is active, else the
   # hand-written reference) | "reference" | "xla" | "cudnn" (drops attention dropout);
@@ -153,12 +153,17 @@ _REMAT_POLICIES = {"full": None,
                    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
 
 
+def _remat_policy(name: str):
+  """The jax.checkpoint policy of EncoderConfig.remat `name` ("none" is handled by callers)."""
+  if name not in _REMAT_POLICIES:
+    raise ValueError(f"EncoderConfig.remat={name!r}; use 'none', 'full' or 'dots'.")
+  return _REMAT_POLICIES[name]
+
+
 def _remat_block(name: str):
   if name == "none":
     return _call_block
-  if name not in _REMAT_POLICIES:
-    raise ValueError(f"EncoderConfig.remat={name!r}; use 'none', 'full' or 'dots'.")
-  return nnx.remat(_call_block, policy=_REMAT_POLICIES[name], static_argnums=(3,))
+  return nnx.remat(_call_block, policy=_remat_policy(name), static_argnums=(3,))
 
 
 class EncoderOutput(NamedTuple):
@@ -325,9 +330,7 @@ class Encoder(nnx.Module):
       return y, (y if output_hidden_states else None, rng_state)
 
     if cfg.remat != "none":
-      if cfg.remat not in _REMAT_POLICIES:
-        raise ValueError(f"EncoderConfig.remat={cfg.remat!r}; use 'none', 'full' or 'dots'.")
-      body = jax.checkpoint(body, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=False)
+      body = jax.checkpoint(body, policy=_remat_policy(cfg.remat), prevent_cse=False)
     x_in = x
     x, (ys, rng_states) = jax.lax.scan(body, x, (stacked, keys))
     if not deterministic:  # the dropout counters move on, as in the loop
