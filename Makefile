@@ -16,9 +16,10 @@ TEST_WORKERS ?= auto
 # alsa-utils ships the recorded human voices its tests transcribe.
 # festival-hi/-mr/-te are only Recommends of the NSK voices, which --no-install-recommends
 # skips; without them those voices fail with "could not open file hindi_phones.scm".
-APT_PACKAGES := espeak-ng festival festvox-kallpc16k festival-hi festival-mr festival-te \
-  festvox-hi-nsk festvox-mr-nsk festvox-te-nsk festvox-ru festvox-italp16k festvox-itapc16k \
-  festvox-czech-dita festvox-czech-ph festvox-suopuhe-mv festvox-ca-ona-hts sctk sox \
+APT_PACKAGES := espeak-ng festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts \
+  festival-hi festival-mr festival-te festvox-hi-nsk festvox-mr-nsk festvox-te-nsk festvox-ru \
+  festvox-italp16k festvox-itapc16k festvox-czech-dita festvox-czech-ph festvox-czech-krb \
+  festvox-czech-machac festvox-suopuhe-mv festvox-suopuhe-lj festvox-ca-ona-hts sctk sox \
   cmake g++ zlib1g-dev ffmpeg alsa-utils
 
 .PHONY: help install-system install install-test test demo bench clean-demo

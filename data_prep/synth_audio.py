@@ -24,10 +24,13 @@ FESTIVAL_ENCODING = {"cs": "iso-8859-2", "fi": "latin-1", "it": "latin-1", "ca":
 # The Debian packages behind each festival voice the presets use (the Makefile installs them).
 # The Indic NSK voices also need their language package, which is only a Recommends.
 FESTIVAL_PACKAGES = {
-    "kal_diphone": "festvox-kallpc16k", "lp_diphone": "festvox-italp16k",
+    "kal_diphone": "festvox-kallpc16k", "ked_diphone": "festvox-kdlpc16k",
+    "cmu_us_slt_arctic_hts": "festvox-us-slt-hts", "lp_diphone": "festvox-italp16k",
     "pc_diphone": "festvox-itapc16k", "upc_ca_ona_hts": "festvox-ca-ona-hts",
-    "hy_fi_mv_diphone": "festvox-suopuhe-mv", "czech_dita": "festvox-czech-dita",
-    "czech_ph": "festvox-czech-ph", "msu_ru_nsh_clunits": "festvox-ru",
+    "hy_fi_mv_diphone": "festvox-suopuhe-mv", "suo_fi_lj_diphone": "festvox-suopuhe-lj",
+    "czech_dita": "festvox-czech-dita", "czech_ph": "festvox-czech-ph",
+    "czech_krb": "festvox-czech-krb", "czech_machac": "festvox-czech-machac",
+    "msu_ru_nsh_clunits": "festvox-ru",
     "hindi_NSK_diphone": "festvox-hi-nsk festival-hi",
     "marathi_NSK_diphone": "festvox-mr-nsk festival-mr",
     "telugu_NSK_diphone": "festvox-te-nsk festival-te",

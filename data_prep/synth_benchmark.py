@@ -3,8 +3,11 @@
     python -m data_prep.synth_benchmark --preset {tiny,demo,paper} --out ROOT [--seed 0]
 
 Natural sentences (data_prep.text_sources) are spoken by espeak-ng voices with variants, pitch,
-speed and amplitude settings (the simulated speakers) and, in test only, by festival voices
-(speakers of an unseen engine). Some clips get white, pink or babble noise at a known SNR.
+speed and amplitude settings (the simulated speakers) and by festival voices: in English, Italian,
+Czech and Finnish some festival voices speak training clips, so that training spans two
+synthesisers, and every other festival voice is held out as an unseen test speaker (in Catalan,
+Russian, Hindi, Marathi and Telugu, whose single festival voice stays unseen). Some clips get
+white, pink or babble noise at a known SNR.
 Every decision is taken up front in a plan computed from the seed; clips are written atomically,
 so an interrupted build, re-run, skips finished clips and ends byte-identical to a clean one.
 """
@@ -44,6 +47,14 @@ MALE_VARIANTS = ("m1 m2 m3 m4 m5 m6 m7 m8 Andy Denis Gene Jacky Lee Mario Michae
                  "croak klatt klatt3 grandpa").split()
 FEMALE_VARIANTS = ("f1 f2 f3 f4 f5 Alicia Andrea Annie anika aunty belinda grandma linda steph "
                    "steph2 steph3").split()
+# Festival voices that speak training clips; every other festival voice of the language
+# (languages.Language.festival_voices) is an unseen test speaker that no split but test hears.
+# Languages with a single festival voice keep it unseen.
+FESTIVAL_TRAIN_VOICES = {"en": ("kal_diphone", "ked_diphone"), "it": ("pc_diphone",),
+                         "cs": ("czech_krb", "czech_machac"), "fi": ("suo_fi_lj_diphone",)}
+FESTIVAL_FEMALE = {"czech_dita", "czech_krb", "upc_ca_ona_hts", "lp_diphone",
+                   "cmu_us_slt_arctic_hts"}
+FESTIVAL_STRETCH = {"train": (0.9, 1.0, 1.12), "test": (1.0, 1.12)}  # duration stretch = speakers
 NOISE = {"probability": 0.3, "types": ["white", "pink", "babble"], "snr_db": [5, 10, 15, 20],
          "babble_talkers": 4}
 
@@ -65,7 +76,8 @@ class Preset:
   noise_probability: float = NOISE["probability"]  # share of clips with added noise
   voices_per_sentence: int = 1  # each sentence spoken by this many speakers of its split
   variants: tuple[str, ...] | None = None  # espeak-ng variants to draw from (None: all)
-  unseen_engine: bool = True  # festival voices as unseen test speakers
+  unseen_engine: bool = True  # held-out festival voices as unseen test speakers
+  festival_train_share: float = 0.0  # share of training clips spoken by FESTIVAL_TRAIN_VOICES
 
 
 _CV, _VP = "commonvoice", "voxpopuli"
@@ -76,7 +88,8 @@ PRESETS = {
                     "ru": LangSpec(_CV, 0.015, 0.3, 0.5, 5),
                     "hi": LangSpec(_CV, 0.01, 0.3, 0.5, 5),
                     "cs": LangSpec(_VP, 0.015, 0.3, 0.5, 5)},
-                   {"train_10min": 20.0, "train_1h": 60.0}, extra_cv_rows=2),
+                   {"train_10min": 20.0, "train_1h": 60.0}, extra_cv_rows=2,
+                   festival_train_share=0.25),
     # Budgets are estimates from text length; festival test speakers and Indic text come out
     # ~20 % longer. Test: >= 100 utterances per language (CIs of a few points); train: no
     # language under 15 minutes, English still ~5x Telugu (the low-resource shape).
@@ -89,7 +102,7 @@ PRESETS = {
                     "te": LangSpec(_CV, 0.25, 2.5, 8.5, 12),
                     "cs": LangSpec(_VP, 0.35, 2.5, 8.5, 24),
                     "fi": LangSpec(_VP, 0.25, 2.5, 8.5, 14)},
-                   ML_SUPERB_SUBSETS),
+                   ML_SUPERB_SUBSETS, festival_train_share=0.25),
     "paper": Preset({"en": LangSpec(_CV, 5.0, 10, 12, 80),
                      "ru": LangSpec(_CV, 3.5, 10, 12, 64),
                      "it": LangSpec(_CV, 1.8, 8, 10, 48),
@@ -99,7 +112,7 @@ PRESETS = {
                      "te": LangSpec(_CV, 0.4, 5, 6, 20),
                      "cs": LangSpec(_VP, 1.6, 8, 10, 48),
                      "fi": LangSpec(_VP, 0.5, 5, 6, 24)},
-                    ML_SUPERB_SUBSETS),
+                    ML_SUPERB_SUBSETS, festival_train_share=0.25),
     # The setting of a throwaway probe that reached 16.8 % macro CER in 12 min of CPU training
     # (docs/recipe_walk.md): 4 languages, clean espeak-ng speech, 8 voice variants, ~1,400
     # training sentences per language each spoken by 2 voices, ~100 test sentences.
@@ -119,7 +132,7 @@ class Speaker:
   speaker_id: str   # CV client_id (128 hex) or VoxPopuli numeric id
   engine: str       # espeak-ng | festival
   voice: str        # espeak voice+variant or festival voice name
-  group: str        # seen (espeak) | unseen (festival)
+  group: str        # seen (a voice of the training speakers) | unseen (a held-out voice)
   split: str
   gender: str       # male | female
   params: tuple = ()  # espeak: (speed, pitch, amplitude); festival: (duration stretch,)
@@ -189,11 +202,18 @@ def _make_speakers(lang: str, spec: LangSpec, preset: Preset, seed: int,
     speakers.append(Speaker(lang, _speaker_id(spec.corpus, seed, lang, "espeak", i), "espeak-ng",
                             f"{lang_info.espeak_voice}+{variant}", "seen", split,
                             "female" if female else "male", (speed, pitch, amp)))
-  for j, voice in enumerate(lang_info.festival_voices if preset.unseen_engine else ()):
-    for k, stretch in enumerate((1.0, 1.12)):
-      female = voice in ("czech_dita", "upc_ca_ona_hts", "lp_diphone")
-      speakers.append(Speaker(lang, _speaker_id(spec.corpus, seed, lang, voice, k), "festival",
-                              voice, "unseen", "test", "female" if female else "male", (stretch,)))
+  train_voices = FESTIVAL_TRAIN_VOICES.get(lang, ()) if preset.festival_train_share else ()
+  held_out = [v for v in lang_info.festival_voices if v not in FESTIVAL_TRAIN_VOICES.get(lang, ())]
+  festival = [(v, "seen", "train") for v in train_voices]
+  festival += [(v, "unseen", "test") for v in (held_out if preset.unseen_engine else ())]
+  for voice, group, split in festival:
+    for k, stretch in enumerate(FESTIVAL_STRETCH[split]):
+      gender = "female" if voice in FESTIVAL_FEMALE else "male"
+      # The id of the k-th unseen speaker predates training voices: keep it, so test plans
+      # and their utterance ids stay as they were.
+      sid = _speaker_id(spec.corpus, seed, lang, voice, k) if split == "test" else _speaker_id(
+          spec.corpus, seed, lang, voice, "train", k)
+      speakers.append(Speaker(lang, sid, "festival", voice, group, split, gender, (stretch,)))
   return speakers
 
 
@@ -232,9 +252,10 @@ def _plan_language(lang: str, spec: LangSpec, preset: Preset, seed: int) -> dict
     split_speakers = [s for s in speakers if s.split == split]
     espeak_spk = [s for s in split_speakers if s.engine == "espeak-ng"]
     fest_spk = [s for s in split_speakers if s.engine == "festival"]
+    fest_share = 0.4 if split == "test" else preset.festival_train_share
     total = 0.0
     while total < budgets[split]:
-      use_fest = bool(fest_spk) and rng.random() < 0.4
+      use_fest = bool(fest_spk) and rng.random() < fest_share
       spk = fest_spk[rng.integers(len(fest_spk))] if use_fest else espeak_spk[
           rng.integers(len(espeak_spk))]
       sent = next_sentence(lang if use_fest else None)
@@ -259,7 +280,8 @@ def _plan_language(lang: str, spec: LangSpec, preset: Preset, seed: int) -> dict
           clips[i] = dataclasses.replace(clips[i], speaker=fest_spk[0])
           break
   if spec.corpus == _CV:  # rows for invalidated.tsv / other.tsv, as Common Voice ships them
-    train_spk = [s for s in speakers if s.split == "train"]
+    # espeak-ng speakers only: a festival voice cannot read every sentence of the pool.
+    train_spk = [s for s in speakers if s.split == "train" and s.engine == "espeak-ng"]
     for table in ("invalidated", "other"):
       for _ in range(preset.extra_cv_rows):
         sent = next_sentence()
@@ -511,7 +533,8 @@ def write_metadata(root: pathlib.Path, preset_name: str, seed: int, plan: dict,
   table = summary_table(info)
   readme = (f"# mlasr synthetic benchmark: preset `{preset_name}`, seed {seed}\n\n"
             "Built by `python -m data_prep.synth_benchmark`. Speech is synthetic (espeak-ng "
-            "voices; festival voices as unseen test speakers); sentences come from Debian "
+            "voices, and festival voices in some languages' training splits; the festival voices "
+            "never heard in training are the unseen test speakers); sentences come from Debian "
             "packages, each with its source and license in `clips.tsv` and `benchmark.json`. "
             "Common Voice and VoxPopuli on-disk formats; ML-SUPERB-style subsets in "
             "`subsets/`.\n\n" + table + "\n")

@@ -11,7 +11,7 @@ class Language:
   name: str
   script: str                 # 'Latin', 'Cyrillic', 'Devanagari', 'Telugu', ...
   espeak_voice: str           # espeak-ng voice name (`espeak-ng --voices`)
-  festival_voice: str | None = None   # Debian festvox voice, used for unseen test speakers
+  festival_voice: str | None = None   # Debian festvox voices that speak this language
   more_festival_voices: tuple[str, ...] = ()
 
   @property
@@ -25,15 +25,17 @@ def _lang(code, name, script, espeak, *festival) -> Language:
 
 
 LANGUAGES: dict[str, Language] = {l.code: l for l in [
-    _lang("en", "English", "Latin", "en", "kal_diphone"),
+    _lang("en", "English", "Latin", "en", "kal_diphone", "ked_diphone",
+          "cmu_us_slt_arctic_hts"),
     _lang("de", "German", "Latin", "de"),
     _lang("fr", "French", "Latin", "fr-fr"),
     _lang("es", "Spanish", "Latin", "es"),
     _lang("it", "Italian", "Latin", "it", "lp_diphone", "pc_diphone"),
     _lang("pt", "Portuguese", "Latin", "pt-br"),
     _lang("ca", "Catalan", "Latin", "ca", "upc_ca_ona_hts"),
-    _lang("fi", "Finnish", "Latin", "fi", "hy_fi_mv_diphone"),
-    _lang("cs", "Czech", "Latin", "cs", "czech_dita", "czech_ph"),
+    _lang("fi", "Finnish", "Latin", "fi", "hy_fi_mv_diphone", "suo_fi_lj_diphone"),
+    _lang("cs", "Czech", "Latin", "cs", "czech_dita", "czech_ph", "czech_krb",
+          "czech_machac"),
     _lang("pl", "Polish", "Latin", "pl"),
     _lang("ru", "Russian", "Cyrillic", "ru", "msu_ru_nsh_clunits"),
     _lang("uk", "Ukrainian", "Cyrillic", "uk"),
