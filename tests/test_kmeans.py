@@ -114,8 +114,8 @@ def test_eight_devices_match_one(tmp_path, monkeypatch):
   monkeypatch.setattr(sys, "argv", ["-", str(tmp_path / "dev1.npz"), "1"])
   exec(_SHARDED, {"__name__": "sharded_reference"})  # pylint: disable=exec-used
   results[1] = np.load(tmp_path / "dev1.npz")
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-             JAX_PLATFORMS="cpu")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=(
+      os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip())
   subprocess.run([sys.executable, "-c", _SHARDED, str(tmp_path / "dev8.npz"), "8"], env=env,
                  check=True, timeout=300, cwd=os.path.dirname(os.path.dirname(__file__)))
   results[8] = np.load(tmp_path / "dev8.npz")

@@ -75,31 +75,6 @@ def _with_dropout(config):
   config.model.final_dropout = 0.1
 
 
-def test_resume_is_bit_identical(small_corpus, tmp_path, monkeypatch):
-  root, sources = small_corpus
-  config = load_experiment(experiment("demo_ctc.py"), root, sources)
-  config.total_steps = 4
-  _with_dropout(config)
-  # Training and every process that restores the run use the run's compilation cache (the
-  # session's own cache stays in force: enable_compilation_cache keeps a dir already set).
-  config.compilation_cache = str(tmp_path / "jax_cache")
-  cache_calls = []
-  monkeypatch.setattr(config_lib, "enable_compilation_cache", cache_calls.append)
-  train.run(config, str(tmp_path / "straight"))
-  train.run(config, str(tmp_path / "resumed"), stop_at_step=2)  # "preempted" after step 2
-  assert ckpt_lib.Checkpointer(str(tmp_path / "resumed")).latest_step() == 2
-  train.run(config, str(tmp_path / "resumed"))
-  step_a, params_a = final_params(tmp_path / "straight")
-  step_b, params_b = final_params(tmp_path / "resumed")
-  assert step_a == step_b == 4
-  for a, b in zip(params_a, params_b):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  # And the run really trained: parameters moved away from the step-2 checkpoint.
-  _, params_2 = final_params(tmp_path / "resumed", step=2)
-  assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(params_2, params_b))
-  assert cache_calls == [config.compilation_cache] * 6  # 3 train.run + 3 restore_model
-
-
 def test_learning_curves_end_at_the_runs_own_dev_numbers(small_corpus, tmp_path):
   """evaluators.curves decodes every kept checkpoint; its last point is train.py's final dev
   evaluation of the same parameters, language by language."""
@@ -125,8 +100,10 @@ def _train_losses(workdir) -> list[tuple[int, float]]:
   return [(r["step"], r["loss"]) for r in rows if "loss" in r]
 
 
-def test_resume_is_bit_identical_with_augmentation(small_corpus, tmp_path):
-  """Every augmenter on (speed, noise, babble, reverberation, channel, SpecAugment)."""
+def test_resume_is_bit_identical_with_augmentation(small_corpus, tmp_path, monkeypatch):
+  """Stopped after step 2 and resumed, with dropout and every augmenter on (speed, noise,
+  babble, reverberation, channel, SpecAugment). Resume without augmentation, from real
+  signals and on a bucket, is tests/test_preemption.py's and tests/test_gcs_workdir.py's."""
   root, sources = small_corpus
   config = load_experiment(experiment("demo_ctc.py"), root, sources)
   config.total_steps = 4
@@ -134,8 +111,14 @@ def test_resume_is_bit_identical_with_augmentation(small_corpus, tmp_path):
                              reverb_prob=0.5, channel_prob=0.5, simulated_rirs=8)
   config.model.encoder.update(specaug_freq_masks=2, specaug_time_mask_rate=0.1)
   _with_dropout(config)
+  # Training and every process that restores the run use the run's compilation cache (the
+  # session's own cache stays in force: enable_compilation_cache keeps a dir already set).
+  config.compilation_cache = str(tmp_path / "jax_cache")
+  cache_calls = []
+  monkeypatch.setattr(config_lib, "enable_compilation_cache", cache_calls.append)
   train.run(config, str(tmp_path / "straight"))
-  train.run(config, str(tmp_path / "resumed"), stop_at_step=2)
+  train.run(config, str(tmp_path / "resumed"), stop_at_step=2)  # "preempted" after step 2
+  assert ckpt_lib.Checkpointer(str(tmp_path / "resumed")).latest_step() == 2
   train.run(config, str(tmp_path / "resumed"))
   # Same batches and masks, step by step (a data-side mismatch shows here first) ...
   assert _train_losses(tmp_path / "straight") == _train_losses(tmp_path / "resumed")
@@ -145,6 +128,10 @@ def test_resume_is_bit_identical_with_augmentation(small_corpus, tmp_path):
   assert step_a == step_b == 4
   for a, b in zip(params_a, params_b):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # And the run really trained: parameters moved away from the step-2 checkpoint.
+  _, params_2 = final_params(tmp_path / "resumed", step=2)
+  assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(params_2, params_b))
+  assert cache_calls == [config.compilation_cache] * 6  # 3 train.run + 3 restore_model
   # Augmentation changed what was trained on: one step without it has another loss.
   plain = load_experiment(experiment("demo_ctc.py"), root, sources)
   plain.total_steps = 1
