@@ -82,8 +82,8 @@ def _benchmark_tsv_rows(root: str, name: str):
 def speaker_groups(root: str) -> dict[tuple[str, str, str], str]:
   """(corpus, lang, speaker) -> group from `<root>/speakers.tsv` when the corpus has one.
 
-  The generated benchmark marks festival voices "unseen" (no such engine in training);
-  real corpora have no such file and get no group rows.
+  The generated benchmark marks the festival voices that no training clip was spoken by
+  "unseen"; real corpora have no such file and get no group rows.
   """
   return {(row["corpus"], row["lang"], row["speaker_id"]): row["group"]
           for row in _benchmark_tsv_rows(root, "speakers.tsv")}
