@@ -515,6 +515,12 @@ def write_metadata(root: pathlib.Path, preset_name: str, seed: int, plan: dict,
         "speakers": {s: len({c.speaker.speaker_id for c in by_table[s]}) for s in SPLITS},
         "unseen_speakers_test": len({c.speaker.speaker_id for c in by_table["test"]
                                      if c.speaker.group == "unseen"}),
+        # Which festival voices training hears and which are held out for the unseen rows.
+        "festival_voices": {
+            "train": sorted({c.speaker.voice for c in by_table["train"]
+                             if c.speaker.engine == "festival"}),
+            "unseen": sorted({c.speaker.voice for c in by_table["test"]
+                              if c.speaker.group == "unseen"})},
         "noisy_clips": {s: sum(c.noise != "none" for c in by_table[s]) for s in SPLITS},
         "extra_cv_rows": {t: len(by_table[t]) for t in ("invalidated", "other")
                           if spec.corpus == _CV},
@@ -544,15 +550,19 @@ def write_metadata(root: pathlib.Path, preset_name: str, seed: int, plan: dict,
 
 def summary_table(info: dict) -> str:
   rows = ["| lang | script | corpus | hours train/dev/test | speakers train/dev/test (unseen) "
-          "| clips train/dev/test | subsets |", "|---|---|---|---|---|---|---|"]
+          "| clips train/dev/test | festival voices: train / unseen | subsets |",
+          "|---|---|---|---|---|---|---|---|"]
   total = 0.0
   for lang, d in info["languages"].items():
     h, s, c = d["hours"], d["speakers"], d["clips"]
+    fv = d.get("festival_voices", {"train": [], "unseen": []})  # absent in older builds
     total += sum(h.values())
     rows.append(f"| {lang} | {d['script']} | {d['corpus']} | "
                 f"{h['train']:.3f}/{h['dev']:.3f}/{h['test']:.3f} | "
                 f"{s['train']}/{s['dev']}/{s['test']} ({d['unseen_speakers_test']}) | "
-                f"{c['train']}/{c['dev']}/{c['test']} | {', '.join(d['subsets']) or '-'} |")
+                f"{c['train']}/{c['dev']}/{c['test']} | "
+                f"{' '.join(fv['train']) or '-'} / {' '.join(fv['unseen']) or '-'} | "
+                f"{', '.join(d['subsets']) or '-'} |")
   rows.append(f"\nTotal: {total:.2f} h of audio.")
   return "\n".join(rows)
 

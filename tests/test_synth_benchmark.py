@@ -72,6 +72,13 @@ def test_files_and_headers(tiny_benchmark):
   assert all(v["license"] for v in bench["text_sources"].values())
   assert _header(root / "speakers.tsv") == "corpus lang speaker_id engine voice group split".split()
   assert "| hi | Devanagari | commonvoice |" in (root / "README.md").read_text()
+  voices = bench["languages"]["en"]["festival_voices"]
+  assert voices["train"] == sorted(sb.FESTIVAL_TRAIN_VOICES["en"]) and voices["unseen"]
+  assert not set(voices["train"]) & set(voices["unseen"])
+  assert bench["languages"]["hi"]["festival_voices"] == {"train": [], "unseen": [
+      "hindi_NSK_diphone"]}
+  assert (f"| {' '.join(voices['train'])} / {' '.join(voices['unseen'])} |"
+          in (root / "README.md").read_text())
 
 
 def test_speaker_disjoint_and_unseen_in_test(tiny_benchmark):
