@@ -202,18 +202,18 @@ def _make_speakers(lang: str, spec: LangSpec, preset: Preset, seed: int,
     speakers.append(Speaker(lang, _speaker_id(spec.corpus, seed, lang, "espeak", i), "espeak-ng",
                             f"{lang_info.espeak_voice}+{variant}", "seen", split,
                             "female" if female else "male", (speed, pitch, amp)))
-  train_voices = FESTIVAL_TRAIN_VOICES.get(lang, ()) if preset.festival_train_share else ()
-  held_out = [v for v in lang_info.festival_voices if v not in FESTIVAL_TRAIN_VOICES.get(lang, ())]
-  festival = [(v, "seen", "train") for v in train_voices]
-  festival += [(v, "unseen", "test") for v in (held_out if preset.unseen_engine else ())]
+  trained = FESTIVAL_TRAIN_VOICES.get(lang, ())
+  festival = [(v, "seen", "train") for v in (trained if preset.festival_train_share else ())]
+  festival += [(v, "unseen", "test") for v in lang_info.festival_voices
+               if preset.unseen_engine and v not in trained]
   for voice, group, split in festival:
+    gender = "female" if voice in FESTIVAL_FEMALE else "male"
     for k, stretch in enumerate(FESTIVAL_STRETCH[split]):
-      gender = "female" if voice in FESTIVAL_FEMALE else "male"
-      # The id of the k-th unseen speaker predates training voices: keep it, so test plans
-      # and their utterance ids stay as they were.
-      sid = _speaker_id(spec.corpus, seed, lang, voice, k) if split == "test" else _speaker_id(
-          spec.corpus, seed, lang, voice, "train", k)
-      speakers.append(Speaker(lang, sid, "festival", voice, group, split, gender, (stretch,)))
+      # Unseen speakers keep the ids they had before festival voices joined training, so
+      # test plans and their utterance ids stay as they were.
+      id_parts = (voice, k) if split == "test" else (voice, "train", k)
+      speakers.append(Speaker(lang, _speaker_id(spec.corpus, seed, lang, *id_parts), "festival",
+                              voice, group, split, gender, (stretch,)))
   return speakers
 
 
