@@ -18,6 +18,8 @@ import soundfile as sf
 import soxr
 
 from data_prep import espeak_lib
+from data_prep import transliterate
+from mlasr.data import languages
 
 # Festival voices read 8-bit text in the encoding of their lexicon (measured, see ENVIRONMENT.md).
 FESTIVAL_ENCODING = {"cs": "iso-8859-2", "fi": "latin-1", "it": "latin-1", "ca": "latin-1"}
@@ -39,10 +41,23 @@ _ASCII_PUNCT = str.maketrans({"“": "'", "”": "'", "„": "'", "«": "'", "»
                               "’": "'", "—": ",", "–": ",", '"': "'", "\\": " "})
 
 
-def festival_text(text: str, lang: str) -> bytes | None:
-  """`text` as bytes festival can read for `lang`, or None if a letter cannot be encoded."""
+_VOICE_LANGUAGE = {v: l.code for l in languages.LANGUAGES.values() for v in l.festival_voices}
+
+
+def festival_text(text: str, lang: str, voice: str) -> bytes | None:
+  """`text` in language `lang` as bytes festival `voice` can read, or None if it cannot.
+
+  A voice of another language reads a Czech-spelling transliteration (data_prep.transliterate;
+  only the Czech voices do this); None when a letter has no encoding for the voice.
+  """
+  voice_lang = _VOICE_LANGUAGE[voice]
+  if voice_lang != lang:
+    if voice_lang != "cs":
+      raise ValueError(f"festival voice {voice} ({voice_lang}) cannot read {lang} text: only "
+                       "Czech voices read other languages, from a Czech-spelling transliteration")
+    text = transliterate.czech_spelling(text, lang)
   try:
-    return text.translate(_ASCII_PUNCT).encode(FESTIVAL_ENCODING.get(lang, "utf-8"))
+    return text.translate(_ASCII_PUNCT).encode(FESTIVAL_ENCODING.get(voice_lang, "utf-8"))
   except UnicodeEncodeError:
     return None
 

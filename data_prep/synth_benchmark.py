@@ -3,11 +3,12 @@
     python -m data_prep.synth_benchmark --preset {tiny,demo,paper} --out ROOT [--seed 0]
 
 Natural sentences (data_prep.text_sources) are spoken by espeak-ng voices with variants, pitch,
-speed and amplitude settings (the simulated speakers) and by festival voices: in English, Italian,
-Czech and Finnish some festival voices speak training clips, so that training spans two
-synthesisers, and every other festival voice is held out as an unseen test speaker (in Catalan,
-Russian, Hindi, Marathi and Telugu, whose single festival voice stays unseen). Some clips get
-white, pink or babble noise at a known SNR.
+speed and amplitude settings (the simulated speakers) and by festival voices. Some festival voices
+speak training clips, so that training spans two synthesisers: in English, Italian, Czech and
+Finnish voices of the language, and in Russian, Hindi, Marathi and Telugu the Czech voices reading
+a Czech-spelling transliteration (Czech-accented speech; the transcript stays in the native
+script). Every other festival voice is held out as an unseen test speaker (Catalan's single voice
+included). Some clips get white, pink or babble noise at a known SNR.
 Every decision is taken up front in a plan computed from the seed; clips are written atomically,
 so an interrupted build, re-run, skips finished clips and ends byte-identical to a clean one.
 """
@@ -49,9 +50,14 @@ FEMALE_VARIANTS = ("f1 f2 f3 f4 f5 Alicia Andrea Annie anika aunty belinda grand
                    "steph2 steph3").split()
 # Festival voices that speak training clips; every other festival voice of the language
 # (languages.Language.festival_voices) is an unseen test speaker that no split but test hears.
-# Languages with a single festival voice keep it unseen.
+# Languages with a single festival voice keep it unseen. In those with a non-Latin script the
+# Czech voices read a transliteration: when every festival clip in training had a Latin-script
+# transcript, the model wrote Latin letters for the unseen Russian and Indic voices.
+_CZECH_READERS = ("czech_krb", "czech_machac")
 FESTIVAL_TRAIN_VOICES = {"en": ("kal_diphone", "ked_diphone"), "it": ("pc_diphone",),
-                         "cs": ("czech_krb", "czech_machac"), "fi": ("suo_fi_lj_diphone",)}
+                         "cs": _CZECH_READERS, "fi": ("suo_fi_lj_diphone",),
+                         "ru": _CZECH_READERS, "hi": _CZECH_READERS, "mr": _CZECH_READERS,
+                         "te": _CZECH_READERS}
 FESTIVAL_FEMALE = {"czech_dita", "czech_krb", "upc_ca_ona_hts", "lp_diphone",
                    "cmu_us_slt_arctic_hts"}
 FESTIVAL_STRETCH = {"train": (0.9, 1.0, 1.12), "test": (1.0, 1.12)}  # duration stretch = speakers
@@ -232,13 +238,13 @@ def _plan_language(lang: str, spec: LangSpec, preset: Preset, seed: int) -> dict
   used = iter(order)
   seen_norm: set[str] = set()
 
-  def next_sentence(festival_voice_lang: str | None = None):
+  def next_sentence(festival_voice: str | None = None):
     for idx in used:
       s = pool[idx]
       key = _normalize(s.text)
       if key in seen_norm:
         continue
-      if festival_voice_lang and synth_audio.festival_text(s.text, lang) is None:
+      if festival_voice and synth_audio.festival_text(s.text, lang, festival_voice) is None:
         continue  # left for later draws; festival cannot read one of its letters
       seen_norm.add(key)
       return s
@@ -258,7 +264,7 @@ def _plan_language(lang: str, spec: LangSpec, preset: Preset, seed: int) -> dict
       use_fest = bool(fest_spk) and rng.random() < fest_share
       spk = fest_spk[rng.integers(len(fest_spk))] if use_fest else espeak_spk[
           rng.integers(len(espeak_spk))]
-      sent = next_sentence(lang if use_fest else None)
+      sent = next_sentence(spk.voice if use_fest else None)
       if sent is None:
         shortfall[split] = round(budgets[split] - total, 1)
         break
@@ -276,7 +282,8 @@ def _plan_language(lang: str, spec: LangSpec, preset: Preset, seed: int) -> dict
       # A short test split can miss the unseen engine by chance: give it one clip (no rng draw,
       # so plans that already had one stay as they are).
       for i in reversed(range(len(clips))):
-        if clips[i].table == split and synth_audio.festival_text(clips[i].text, lang):
+        if clips[i].table == split and synth_audio.festival_text(clips[i].text, lang,
+                                                                 fest_spk[0].voice):
           clips[i] = dataclasses.replace(clips[i], speaker=fest_spk[0])
           break
   if spec.corpus == _CV:  # rows for invalidated.tsv / other.tsv, as Common Voice ships them
@@ -396,8 +403,8 @@ def _synth_batch(args: tuple[str, list[Clip], tuple]) -> list[tuple[str, str | N
   root = pathlib.Path(root)
   results = []
   if clips[0].speaker.engine == "festival":
-    items = [(synth_audio.festival_text(c.text, c.lang), c.speaker.voice, c.speaker.params[0])
-             for c in clips]
+    items = [(synth_audio.festival_text(c.text, c.lang, c.speaker.voice), c.speaker.voice,
+              c.speaker.params[0]) for c in clips]
     waves = synth_audio.festival_batch(items)
   else:
     waves = []
@@ -595,6 +602,7 @@ def preset_voices(preset_names=None) -> list[tuple[str, str, str]]:
       info = languages.get(lang)
       out.add((lang, "espeak-ng", info.espeak_voice))
       out.update((lang, "festival", v) for v in info.festival_voices)
+      out.update((lang, "festival", v) for v in FESTIVAL_TRAIN_VOICES.get(lang, ()))
   return sorted(out)
 
 
@@ -610,13 +618,14 @@ def check_voices(plan: dict) -> None:
     for c in lp["clips"]:
       key = (c.speaker.engine, c.speaker.voice if c.speaker.engine == "festival"
              else c.speaker.voice.split("+")[0])
-      if key not in probes and (c.speaker.engine != "festival" or
-                                synth_audio.festival_text(c.text, lang) is not None):
+      if key not in probes and (c.speaker.engine != "festival" or synth_audio.festival_text(
+          c.text, lang, c.speaker.voice) is not None):
         probes[key] = c
   broken = []
   for (engine, voice), c in sorted(probes.items()):
     if engine == "festival":
-      out = synth_audio.festival_batch([(synth_audio.festival_text(c.text, c.lang), voice, 1.0)])
+      out = synth_audio.festival_batch(
+          [(synth_audio.festival_text(c.text, c.lang, voice), voice, 1.0)])
       ok = out[0] is not None and len(out[0][0]) > 0
       hint = f"apt-get install {synth_audio.FESTIVAL_PACKAGES.get(voice, 'the festvox voice')}"
     else:

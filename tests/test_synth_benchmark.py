@@ -75,8 +75,8 @@ def test_files_and_headers(tiny_benchmark):
   voices = bench["languages"]["en"]["festival_voices"]
   assert voices["train"] == sorted(sb.FESTIVAL_TRAIN_VOICES["en"]) and voices["unseen"]
   assert not set(voices["train"]) & set(voices["unseen"])
-  assert bench["languages"]["hi"]["festival_voices"] == {"train": [], "unseen": [
-      "hindi_NSK_diphone"]}
+  assert bench["languages"]["hi"]["festival_voices"] == {
+      "train": ["czech_krb", "czech_machac"], "unseen": ["hindi_NSK_diphone"]}
   assert (f"| {' '.join(voices['train'])} / {' '.join(voices['unseen'])} |"
           in (root / "README.md").read_text())
 
@@ -103,8 +103,12 @@ def test_speaker_disjoint_and_unseen_in_test(tiny_benchmark):
   unseen = {(s["lang"], voice(s)) for s in speakers if s["group"] == "unseen"}
   assert unseen and not heard & unseen
   assert {l for l, _ in unseen} == {l for _, l, _ in splits}
-  assert {(l, v) for l, v in heard if not v.startswith(languages.get(l).espeak_voice + "+")} == {
-      (l, v) for l in {l for _, l, _ in splits} for v in sb.FESTIVAL_TRAIN_VOICES.get(l, ())}
+  # Festival voices heard outside test are training voices of that language (a tiny split may
+  # not hear all of them; the engine check above asserts it hears one).
+  heard_festival = {(l, v) for l, v in heard
+                    if not v.startswith(languages.get(l).espeak_voice + "+")}
+  assert heard_festival <= {(l, v) for l, vs in sb.FESTIVAL_TRAIN_VOICES.items() for v in vs}
+  assert {l for l, _ in heard_festival} == {l for _, l, _ in splits} & set(sb.FESTIVAL_TRAIN_VOICES)
 
 
 def test_no_sentence_overlap_across_splits(tiny_benchmark):
@@ -181,7 +185,7 @@ def test_every_preset_voice_synthesises():
   voices = sb.preset_voices()
   assert {l for l, _, _ in voices} == set(_VOICE_CHECK_TEXT)
   assert {v for _, e, v in voices if e == "festival"} == set(synth_audio.FESTIVAL_PACKAGES)
-  festival = [(synth_audio.festival_text(_VOICE_CHECK_TEXT[l], l), v, 1.0)
+  festival = [(synth_audio.festival_text(_VOICE_CHECK_TEXT[l], l, v), v, 1.0)
               for l, e, v in voices if e == "festival"]
   assert all(text is not None for text, _, _ in festival)
   waves = synth_audio.festival_batch(festival)
