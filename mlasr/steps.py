@@ -32,7 +32,7 @@ def make_update_step(graphdef, task, schedule, seed: int):
     nnx.reseed(model, dropout=jax.random.fold_in(dropout_key, step))
     loss_value, metrics, grads = _loss_and_grads(model, task, batch)
     optimizer.update(model, grads)
-    metrics = dict(metrics, loss=loss_value, grad_norm=optax.global_norm(grads),
+    metrics = dict(metrics, loss=loss_value, grad_norm=optax.tree.norm(grads),
                    lr=schedule(step), nonfinite_in_a_row=_nonfinite_in_a_row(optimizer))
     return nnx.state((model, optimizer)), metrics
 
@@ -61,7 +61,7 @@ def make_accumulation_steps(graphdef, task, schedule, seed: int):
     model, optimizer = nnx.merge(graphdef, state)
     grads = jax.tree.map(lambda g: g / jnp.maximum(weight_sum, 1.0), grad_sum)
     optimizer.update(model, grads)
-    metrics = dict(grad_norm=optax.global_norm(grads), lr=schedule(step),
+    metrics = dict(grad_norm=optax.tree.norm(grads), lr=schedule(step),
                    nonfinite_in_a_row=_nonfinite_in_a_row(optimizer))
     return nnx.state((model, optimizer)), metrics
 

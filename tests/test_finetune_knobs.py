@@ -94,7 +94,7 @@ def test_head_multiplier_equals_two_adamws_applied_by_hand():
   @jax.jit
   def ref_step(groups, states):
     grads = jax.grad(loss_of)({**groups["enc"], **groups["head"]})
-    norm = optax.global_norm(grads)
+    norm = optax.tree.norm(grads)
     grads = jax.tree.map(lambda g: jnp.where(norm < 0.5, g, g / norm * 0.5), grads)
     out_groups, out_states = {}, {}
     for g in groups:

@@ -66,8 +66,7 @@ def two_processes(tmp_path_factory):
   out_dir = tmp_path_factory.mktemp("multihost")
   port = _free_port()
   env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={LOCAL_DEVICES} "
-             f"{common.FAST_XLA}")
+             XLA_FLAGS=common.with_device_count(LOCAL_DEVICES))
   procs = [subprocess.Popen([sys.executable, __file__, str(i), str(port), str(out_dir)],
                             env=env, cwd=common.ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)

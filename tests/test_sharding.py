@@ -20,8 +20,13 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 NUM_DEVICES = 8
-# Level 0 halves CPU compile time; it changes LLVM code generation, not the HLO's arithmetic.
-FAST_XLA = "--xla_backend_optimization_level=0"
+
+
+def with_device_count(n: int) -> str:
+  """The suite's XLA flags (tests/conftest.py) plus `n` fake CPU devices, for a subprocess."""
+  return f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}".strip()
+
+
 RUNS = {  # name -> (preset, mesh)
     "single": ("fsdp", [("data", 1), ("fsdp", 1), ("tensor", 1)]),
     "dp": ("dp", [("data", -1), ("fsdp", 1), ("tensor", 1)]),
@@ -235,8 +240,7 @@ def _aot_check() -> dict:
 @pytest.fixture(scope="module")
 def eight_devices(tmp_path_factory):
   out = tmp_path_factory.mktemp("sharding") / "results.json"
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={NUM_DEVICES} "
-             f"{FAST_XLA}", JAX_PLATFORMS="cpu")
+  env = dict(os.environ, XLA_FLAGS=with_device_count(NUM_DEVICES), JAX_PLATFORMS="cpu")
   proc = subprocess.run([sys.executable, __file__, str(out)], env=env, cwd=ROOT,
                         capture_output=True, text=True, timeout=600, check=False)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]

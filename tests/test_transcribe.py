@@ -420,7 +420,7 @@ def test_cli_end_to_end(tiny_run, encoded, tmp_path):
   manifest = tmp_path / "list.jsonl"
   manifest.write_text(json.dumps({"path": VOICES[1], "lang": "ru"}) + "\n", encoding="utf-8")
   out = tmp_path / "out"
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_backend_optimization_level=0")
+  env = dict(os.environ, JAX_PLATFORMS="cpu")  # XLA_FLAGS as the suite's (tests/conftest.py)
   proc = subprocess.run(
       [sys.executable, "-m", "mlasr.transcribe", "--workdir", tiny_run, "--lang", "en",
        "--vad", "energy", "--output_dir", str(out), "--formats", "txt,json,jsonl,srt,vtt,ctm",
