@@ -5,10 +5,17 @@
 # env.txt); copy them to benchmarks/results/<device>_<date>/ on this side once fetched.
 #
 # The device machine has python3 with jax[cuda], flax, optax, orbax, torch and transformers,
-# and no network; ml_collections (pure Python) travels as a wheel, as for gpu_check.sh:
+# and no network; what else mlasr imports travels as wheels:
 #
 #   echo /.whl/ >> "$(git rev-parse --git-path info/exclude)"
-#   python3 -m pip download --no-deps -d .whl ml-collections==1.1.0
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+#     --platform manylinux2014_x86_64 -d .whl ml-collections==1.1.0 soxr soundfile cffi \
+#     pycparser jiwer rapidfuzz
+#
+# (ml_collections for the configs; soxr/soundfile/cffi via mlasr.data.augment, which
+# config_lib imports; jiwer/rapidfuzz via mlasr.metrics, which the CTC task's evaluator
+# imports. The image has the rest: jax[cuda], flax, optax, orbax, etils, torch.)
 #
 # then the device tool: command "bash benchmarks/gpu_run.sh", carry [".whl"], timeout_s 540.
 # Budget: each JAX variant compiles once (~1-2 min for Base at this shape on an H200 before
@@ -16,7 +23,7 @@
 # and its JSON is rewritten after every measurement: a cut-short run still reports what it
 # finished. Knobs: BATCH (32), STEPS (10), REPEATS (5), VARIANTS (gpu_step.py's default
 # order: fast,today,ctc_fast,fast_loop,fast_threefry,xla_attention), TORCH (auto|yes|no),
-# TORCH_COMPILE (auto: with CUDA), SMOKE=1
+# TORCH_COMPILE (auto: with CUDA), PROFILE (variants traced with jax.profiler: fast), SMOKE=1
 # (tiny shapes, for a CPU check of this script).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -27,15 +34,17 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-/tmp/mlasr_jax_cache}"
 PY="${PYTHON:-python3}"
 
-if ! "$PY" -c "import ml_collections" 2>/dev/null; then
-  if compgen -G ".whl/*.whl" >/dev/null; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/mlasr_site \
-      .whl/*.whl || exit 1
-    export PYTHONPATH="$PYTHONPATH:/tmp/mlasr_site"
-  else
-    echo "ml_collections is missing and there is no .whl/ to install it from (no network)"
-    exit 1
-  fi
+# Whatever mlasr imports that the device image lacks travels as wheels in .whl/ (no network
+# there): installed into a private folder, never over the image's own packages.
+NEEDED="import ml_collections, soxr, soundfile, jiwer"
+if ! "$PY" -c "$NEEDED" 2>/dev/null && compgen -G ".whl/*.whl" >/dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/mlasr_site \
+    .whl/*.whl || exit 1
+  export PYTHONPATH="$PYTHONPATH:/tmp/mlasr_site"
+fi
+if ! "$PY" -c "$NEEDED"; then
+  echo "a module mlasr imports is missing and not in .whl/ (see the comment at the top)"
+  exit 1
 fi
 
 {
@@ -50,6 +59,7 @@ args=(--out-dir "$OUT" --batch "${BATCH:-32}" --steps "${STEPS:-10}" --repeats "
       --time-budget "${TIME_BUDGET:-300}" --torch "${TORCH:-auto}"
       --torch-compile "${TORCH_COMPILE:-auto}")
 [ -n "${VARIANTS:-}" ] && args+=(--variants "$VARIANTS")
+[ -n "${PROFILE:-}" ] && args+=(--profile "$PROFILE")
 [ "${SMOKE:-0}" = 1 ] && args+=(--smoke)
 # A hung run must not eat the lease: at most 8.5 minutes.
 timeout 510 "$PY" benchmarks/gpu_step.py "${args[@]}" 2>&1 | tee "$OUT/gpu_step.log"

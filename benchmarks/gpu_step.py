@@ -66,6 +66,9 @@ VARIANTS = {
     "fast_threefry": dict(attention_impl="cudnn", pos_conv_impl="grouped", prng="threefry"),
     "xla_attention": dict(attention_impl="xla", pos_conv_impl="grouped", prng="threefry"),
     "grouped_only": dict(attention_impl="reference", pos_conv_impl="grouped", prng="threefry"),
+    # The front end's convs as reshape + matmul (tensor cores even for the 1-channel layer).
+    "fast_matmul_frontend": dict(attention_impl="cudnn", pos_conv_impl="grouped",
+                                 prng="unsafe_rbg", conv_impl="matmul"),
     "ctc_fast": dict(attention_impl="cudnn", pos_conv_impl="grouped", prng="unsafe_rbg",
                      task="ctc"),
 }
@@ -85,13 +88,16 @@ def _parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--steps", type=int, default=10, help="steps per timed round")
   p.add_argument("--repeats", type=int, default=5, help="timed rounds (median over them)")
   p.add_argument("--variants",
-                 default="fast,today,ctc_fast,fast_loop,fast_threefry,xla_attention",
+                 default="fast,today,fast_matmul_frontend,ctc_fast,fast_loop,fast_threefry,"
+                 "xla_attention",
                  help=f"comma-separated, in priority order; known: {','.join(VARIANTS)}")
   p.add_argument("--components", default="yes", choices=("yes", "no"),
                  help="per-component attention / positional conv timings")
   p.add_argument("--torch", default="auto", choices=("auto", "yes", "no"))
   p.add_argument("--torch-compile", default="auto", choices=("auto", "yes", "no"),
                  help="also time torch.compile (auto: only with CUDA)")
+  p.add_argument("--profile", default="fast,today",
+                 help="variants traced with jax.profiler after timing (3 steps), comma list")
   p.add_argument("--time-budget", type=float, default=0.0,
                  help="seconds; skip the remaining variants once exceeded (0 = no limit)")
   p.add_argument("--matmul-size", type=int, default=0, help="default 8192 (GPU), 512 (smoke)")
@@ -112,6 +118,8 @@ def load_config(args, variant: dict):
   enc = dict(config.model.encoder, layerdrop=0.0,
              attention_impl=variant["attention_impl"], pos_conv_impl=variant["pos_conv_impl"],
              scan_layers=variant.get("scan_layers", "scan"))
+  if "conv_impl" in variant:
+    enc["conv_impl"] = variant["conv_impl"]
   if args.smoke:
     enc.update(SMOKE_ENCODER)
   config.model.encoder = enc
@@ -210,14 +218,129 @@ def jax_variant(args, name: str, seconds: float) -> dict:
   def from_host(s, b, i):  # host numpy -> device inside the loop, still unsynchronised
     return compiled(s, jax.device_put(b), i)
 
-  state, metrics, h2d, _ = time_rounds(from_host, state, host, step, args.steps, 1)
+  state, metrics, h2d, step = time_rounds(from_host, state, host, step, args.steps, 1)
+  profile = None
+  if name in args.profile.split(","):
+    trace_dir = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"gpu_step_trace_{name}")
+    try:
+      state, step, profile = profile_steps(compiled, state, batches, step, 3, trace_dir,
+                                           float(np.median(rounds)))
+    except Exception as e:  # pylint: disable=broad-except  # the timings above still count
+      profile = dict(error=f"{type(e).__name__}: {e}"[:2000])
   return dict(variant=variant, task=variant.get("task", "hubert"), batch=args.batch,
               seconds=seconds, frames=frames, compile_s=compile_s, **round_stats(rounds),
               host_to_device_round_s=h2d[0], analytic_flops=flops,
               xla_flops=float(cost.get("flops", 0.0)),
               temp_bytes=int(getattr(memory, "temp_size_in_bytes", 0) or 0),
               loss=float(metrics["loss"]),
-              audio_seconds_per_second=args.batch * seconds / float(np.median(rounds)))
+              audio_seconds_per_second=args.batch * seconds / float(np.median(rounds)),
+              profile=profile)
+
+
+# ------------------------------------------------------------------------------------------
+# jax.profiler trace of a few steps, summarised on the machine into kernels by category.
+# ------------------------------------------------------------------------------------------
+# First match wins; names are XLA/cuDNN/cuBLAS kernel names on GPU (fusions are named after
+# their root op, e.g. "loop_multiply_fusion", "triton_gemm_dot_7", "cudnn_fmha...").
+KERNEL_CATEGORIES = (
+    ("attention (cuDNN/flash)", ("sdpa", "fmha", "flash", "attention", "mha")),
+    ("convolution", ("fprop", "dgrad", "wgrad", "convolution", "conv_general", "implicit",
+                     "winograd",
+                     "conv1d", "conv2d")),
+    ("matmul", ("gemm", "cutlass", "xmma", "nvjet", "cublas", "dot", "matmul", "wgmma")),
+    ("random bits", ("rng", "threefry", "philox", "random")),
+    ("copy/transpose", ("memcpy", "memset", "copy", "transpose", "dynamic_update_slice",
+                        "dynamic-update-slice", "concatenate", "pad")),
+    ("reduction fusion", ("reduce", "input_", "softmax", "norm")),
+    ("elementwise fusion", ("fusion", "loop_", "elementwise", "convert", "select",
+                            "multiply", "add", "exp")),
+)
+
+
+def kernel_category(name: str) -> str:
+  low = name.lower()
+  return next((cat for cat, keys in KERNEL_CATEGORIES if any(k in low for k in keys)), "other")
+
+
+def summarise_trace(trace_dir: str, num_steps: int, step_s: float, top: int = 30) -> dict:
+  """Device kernels of a jax.profiler trace: time per category and the top kernels.
+
+  Reads the XSpace the profiler wrote (jax.profiler.ProfileData); on a GPU the device
+  plane's stream lines hold one event per kernel. Without a device plane (CPU) the host
+  plane's XLA thunk events stand in, so the code path runs in --smoke.
+  """
+  import glob  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  paths = sorted(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True))
+  if not paths:
+    return dict(error=f"no *.xplane.pb under {trace_dir}")
+  data = jax.profiler.ProfileData.from_file(paths[-1])
+  planes = list(data.planes)
+  device = [p for p in planes if p.name.startswith("/device:")]
+  chosen = device or [p for p in planes if p.name.startswith("/host:")]
+  per_kernel: dict[str, list[float]] = {}
+  hlo_ops: dict[str, dict[str, int]] = {}
+  details: dict[str, str] = {}
+  line_ms: dict[str, float] = {}
+  busy_ns = 0.0
+  for plane in chosen:
+    lines = list(plane.lines)
+    # On a device plane the kernels sit on "Stream #N" lines; derived lines ("XLA Ops",
+    # "XLA Modules", "Steps") repeat their time. Host planes: XLA's thunks, not Python.
+    streams = [ln for ln in lines if ln.name.lower().startswith("stream")]
+    kept = streams or [ln for ln in lines if not ln.name.startswith(("XLA", "Steps"))]
+    for line in kept:
+      for event in line.events:
+        if event.name.startswith("$"):  # Python frames of the host trace
+          continue
+        d = float(event.duration_ns)
+        # XLA tags each GPU kernel with the HLO instruction that launched it ("hlo_op"):
+        # the link from a cuDNN/cuBLAS kernel name back to the model's op.
+        stats = dict(event.stats)
+        ops = hlo_ops.setdefault(event.name, {})
+        for key in ("hlo_op", "tf_op", "long_name"):
+          if key in stats:
+            ops[f"{key}={stats[key]}"[:200]] = ops.get(f"{key}={stats[key]}"[:200], 0) + 1
+        if "kernel_details" in stats and event.name not in details:
+          details[event.name] = str(stats["kernel_details"])[:300]
+        line_ms[f"{plane.name} {line.name}"] = line_ms.get(f"{plane.name} {line.name}",
+                                                           0.0) + d / 1e6
+        entry = per_kernel.setdefault(event.name, [0.0, 0])
+        entry[0] += d
+        entry[1] += 1
+        busy_ns += d
+  by_cat: dict[str, float] = {}
+  for name, (ns, _) in per_kernel.items():
+    cat = kernel_category(name)
+    by_cat[cat] = by_cat.get(cat, 0.0) + ns
+  per_step = lambda ns: ns / 1e6 / num_steps  # pylint: disable=unnecessary-lambda-assignment
+  kernels = sorted(per_kernel.items(), key=lambda kv: -kv[1][0])
+  return dict(
+      planes=[p.name for p in chosen], source="device streams" if device else "host threads",
+      steps=num_steps, step_ms=step_s * 1e3,
+      kernel_ms_per_step=per_step(busy_ns),
+      # Kernel time over wall time: under 1 means the GPU waited (launch gaps, host work,
+      # or streams overlapping makes it over 1).
+      busy_fraction=busy_ns / 1e9 / num_steps / step_s if step_s else None,
+      categories_ms_per_step={c: per_step(ns) for c, ns in
+                              sorted(by_cat.items(), key=lambda kv: -kv[1])},
+      top_kernels=[dict(name=n[:300], category=kernel_category(n), ms_per_step=per_step(ns),
+                        calls_per_step=c / num_steps,
+                        hlo_ops=dict(sorted(hlo_ops.get(n, {}).items(),
+                                            key=lambda kv: -kv[1])[:8]),
+                        kernel_details=details.get(n))
+                   for n, (ns, c) in kernels[:top]],
+      distinct_kernels=len(per_kernel),
+      lines_ms={k: v for k, v in sorted(line_ms.items(), key=lambda kv: -kv[1])[:20]})
+
+
+def profile_steps(run_step, state, batches, first_step: int, num_steps: int,
+                  trace_dir: str, step_s: float) -> tuple:
+  import jax  # pylint: disable=import-outside-toplevel
+  jax.block_until_ready(state)
+  with jax.profiler.trace(trace_dir):
+    state, _, _, step = time_rounds(run_step, state, batches, first_step, num_steps, 1)
+  return state, step, summarise_trace(trace_dir, num_steps, step_s)
 
 
 # ------------------------------------------------------------------------------------------
@@ -227,7 +350,7 @@ def components(args, seconds: float) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from flax import nnx  # pylint: disable=import-outside-toplevel
-  from mlasr.models import encoder as encoder_lib, layers  # pylint: disable=import-outside-toplevel
+  from mlasr.models import encoder as encoder_lib, frontends, layers  # pylint: disable=import-outside-toplevel
 
   enc = encoder_lib.get_config("base", **(SMOKE_ENCODER if args.smoke else {}))
   frames = ps.num_frames(enc, int(round(seconds * ps.SAMPLE_RATE)))
@@ -272,6 +395,38 @@ def components(args, seconds: float) -> dict:
       jax.block_until_ready(g)
       times.append((time.perf_counter() - t0) / args.steps)
     out[name] = dict(resolved_impl=resolved, compile_s=compile_s, **round_stats(times))
+  # The waveform front end (7 strided convs over the raw samples; its first layer has one
+  # input channel, which cuDNN cannot put on tensor cores): XLA conv vs reshape + matmul.
+  samples = int(round(seconds * ps.SAMPLE_RATE))
+  audio = jnp.asarray(0.1 * rng.standard_normal((args.batch, samples)), jnp.float32)
+  audio_mask = jnp.ones((args.batch, samples), bool)
+  for impl in ("xla", "matmul"):
+    fe_cfg = encoder_lib.get_config("base", conv_impl=impl, dtype=args.dtype,
+                                    **(SMOKE_ENCODER if args.smoke else {}))
+    module = frontends.WaveformFrontend(fe_cfg, rngs=nnx.Rngs(0))
+    graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+
+    def fe_loss(p, gd=graphdef, rest=rest):  # weights only: no gradient into the audio
+      y, _ = nnx.merge(gd, p, rest)(audio, audio_mask)
+      return jnp.sum(y.astype(jnp.float32) ** 2)
+
+    f = jax.jit(jax.grad(fe_loss))
+    name = f"frontend_{impl}"
+    t0 = time.perf_counter()
+    try:
+      jax.block_until_ready(f(params))
+    except Exception as e:  # pylint: disable=broad-except
+      out[name] = dict(resolved_impl=impl, error=f"{type(e).__name__}: {e}"[:2000])
+      continue
+    compile_s = time.perf_counter() - t0
+    times = []
+    for _ in range(args.repeats):
+      t0 = time.perf_counter()
+      for _ in range(args.steps):
+        g = f(params)
+      jax.block_until_ready(g)
+      times.append((time.perf_counter() - t0) / args.steps)
+    out[name] = dict(resolved_impl=impl, compile_s=compile_s, **round_stats(times))
   return out
 
 
@@ -487,6 +642,16 @@ def main(argv=None) -> dict:
           f"{r['compile_s']:.1f} s, {r['audio_seconds_per_second']:.0f} s audio/s, MFU "
           f"{100 * mfu:.1f}% (analytic, measured peak), h2d round "
           f"{r['host_to_device_round_s'] * 1e3:.1f} ms/step, loss {r['loss']:.3f}")
+    prof = r.get("profile") or {}
+    if "error" in prof:
+      print(f"    profile FAILED {prof['error'][:300]}")
+    elif prof:
+      print(f"    profile ({prof['source']}): kernels {prof['kernel_ms_per_step']:.1f} ms/step "
+            f"(busy {100 * (prof['busy_fraction'] or 0):.0f}% of the step): " +
+            ", ".join(f"{c} {ms:.1f}" for c, ms in prof["categories_ms_per_step"].items()))
+      for k in prof["top_kernels"][:8]:
+        print(f"      {k['ms_per_step']:7.2f} ms x{k['calls_per_step']:.0f} "
+              f"[{k['category']}] {k['name'][:90]}  <- {', '.join(list(k['hlo_ops'])[:2])[:120]}")
   if torch_result and "eager" in torch_result:
     for mode in ("eager", "compile"):
       if mode in torch_result:

@@ -75,6 +75,38 @@ def test_xla_attention_matches_reference_outputs_and_gradients():
   assert np.all(np.isfinite(np.asarray(xla[0])))
 
 
+def test_cudnn_branch_pads_time_to_the_kernels_multiple(monkeypatch):
+  """The module's cuDNN branch, run on CPU with the library call switched to "xla".
+
+  cuDNN refuses sequence lengths off a multiple of 64 (599 frames of 12 s audio failed on an
+  H200); the branch pads to it and cuts back. Outputs and gradients must equal the
+  hand-written attention on every row that has keys (the all-padding row gets one key in
+  the cuDNN branch and a uniform average in the reference: neither is ever read).
+  """
+  seen_lengths = []
+  library_call = jax.nn.dot_product_attention
+
+  def as_xla(q, k, v, *args, implementation=None, **kwargs):
+    assert implementation == "cudnn"
+    seen_lengths.append(q.shape[1])
+    return library_call(q, k, v, *args, implementation="xla", **kwargs)
+
+  monkeypatch.setattr(layers.jax.nn, "dot_product_attention", as_xla)
+  module = _attention("cudnn")
+  monkeypatch.setattr(module, "resolve_impl", lambda *_: "cudnn")
+  x, mask = _attention_inputs()
+  has_keys = mask.any(-1)[:, None, None]
+  loss = lambda y: jnp.sum(jnp.where(mask[..., None] & has_keys, y, 0) ** 2)  # pylint: disable=unnecessary-lambda-assignment
+  padded, ref = _outs_and_grads([module, _attention("reference")], loss, x, mask, True)
+  assert seen_lengths and all(t % layers.CUDNN_SEQ_MULTIPLE == 0 for t in seen_lengths)
+  assert padded[0].shape == x.shape
+  y, y_ref = (np.asarray(o[0])[np.asarray(mask.any(-1))] for o in (padded, ref))
+  np.testing.assert_allclose(y, y_ref, atol=1e-5, rtol=0)
+  np.testing.assert_allclose(padded[2], ref[2], atol=1e-5, rtol=0)
+  for (path, u), (_, v) in zip(nnx.to_flat_state(padded[1]), nnx.to_flat_state(ref[1])):
+    np.testing.assert_allclose(u[...], v[...], atol=1e-5, rtol=1e-5, err_msg=str(path))
+
+
 def test_attention_impl_resolution_on_cpu():
   # auto keeps today's hand-written attention on CPU (bitwise the same numbers).
   assert _attention("auto").resolve_impl(True, 12) == "reference"

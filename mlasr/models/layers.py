@@ -195,6 +195,28 @@ def cudnn_attention_supported(dtype, head_dim: int) -> bool:
       head_dim <= 128
 
 
+# cuDNN's fused attention with per-example key lengths refuses sequence lengths that are not a
+# multiple of 64 ("Unsupported sequence length Q 599, KV 599" on an H200, jax 0.11.2).
+CUDNN_SEQ_MULTIPLE = 64
+
+
+def length_masked_attention(q, k, v, lengths, implementation: str,
+                            multiple: int = CUDNN_SEQ_MULTIPLE) -> jax.Array:
+  """softmax(q k^T) v over the first `lengths[b]` keys, q pre-scaled; [B, T, H, Dh].
+
+  The time axis is zero-padded up to a multiple of `multiple` for the kernel and cut back
+  after: padded keys lie beyond every length (never attended), padded query rows are
+  dropped, so the result is the unpadded attention's.
+  """
+  t = q.shape[1]
+  pad = (-t) % multiple
+  if pad:
+    q, k, v = (jnp.pad(a, ((0, 0), (0, pad), (0, 0), (0, 0))) for a in (q, k, v))
+  out = jax.nn.dot_product_attention(q, k, v, scale=1.0, key_value_seq_lengths=lengths,
+                                     implementation=implementation)
+  return out[:, :t]
+
+
 @functools.lru_cache(maxsize=None)
 def _warn_once(message: str) -> None:
   logging.warning(message)
@@ -212,7 +234,8 @@ class Attention(nnx.Module):
       1.6-2x slower (benchmarks/model_speed.py --kernels-only). Attention dropout, when
       active, uses "reference" (the library call has no dropout).
     - "cudnn": cuDNN fused attention with per-example key lengths (the mask must be
-      right-padded, as the encoder's frame masks are). **Attention dropout is not applied**
+      right-padded, as the encoder's frame masks are; time is padded to the kernel's
+      multiple of 64 and cut back, `length_masked_attention`). **Attention dropout is not applied**
       (a documented deviation: the cuDNN kernel bakes its dropout seed into the compiled
       program, so the masks would repeat every step; without it the kernel stays
       stateless). Where cuDNN cannot run (CPU, float32, odd head size) it falls back to "xla"
@@ -290,8 +313,7 @@ class Attention(nnx.Module):
       # length 1 so that the kernel never normalises over zero keys (NaN); that row's output
       # is never used (the loss and the pooling mask it out).
       lengths = jnp.maximum(mask.astype(jnp.int32).sum(-1), 1)
-      out = jax.nn.dot_product_attention(q, k, v, scale=1.0, key_value_seq_lengths=lengths,
-                                         implementation="cudnn")
+      out = length_masked_attention(q, k, v, lengths, "cudnn")
     return jnp.einsum("bqhk,hkd->bqd", out, self.out_kernel[...].astype(dt)) + \
         self.out_bias[...].astype(dt)
 
