@@ -17,14 +17,20 @@
 # config_lib imports; jiwer/rapidfuzz via mlasr.metrics, which the CTC task's evaluator
 # imports. The image has the rest: jax[cuda], flax, optax, orbax, etils, torch.)
 #
-# then the device tool: command "bash benchmarks/gpu_run.sh", carry [".whl"], timeout_s 540.
-# Budget: each JAX variant compiles once (~1-2 min for Base at this shape on an H200 before
-# #15), so gpu_step.py stops starting new variants after TIME_BUDGET seconds (default 300)
-# and its JSON is rewritten after every measurement: a cut-short run still reports what it
-# finished. Knobs: BATCH (32), STEPS (10), REPEATS (5), VARIANTS (gpu_step.py's default
-# order: fast,today,ctc_fast,fast_loop,fast_threefry,xla_attention), TORCH (auto|yes|no),
-# TORCH_COMPILE (auto: with CUDA), PROFILE (variants traced with jax.profiler: fast), SMOKE=1
-# (tiny shapes, for a CPU check of this script).
+# then the device tool: command "bash benchmarks/gpu_run.sh", carry [".whl"], timeout_s 560.
+# Budget (measured on an H200, 2026-12-04): a Base variant compiles in 37-130 s (scanned
+# blocks 37-101 s, the Python loop 129 s), the PyTorch child with torch.compile takes ~1.5
+# min, the components ~1 min; a fresh machine starts in ~30 s. gpu_step.py stops starting
+# new variants after TIME_BUDGET seconds (default 300) and rewrites its JSON after every
+# measurement, so a cut-short run still reports what it finished. Next run, with the
+# PyTorch baseline already in benchmarks/results/h200_2026-12-04/:
+#   VARIANTS=fast,fast_split_pos_conv,fast_matmul_frontend,ctc_fast,today TORCH=no \
+#   TIME_BUDGET=330 bash benchmarks/gpu_run.sh
+# Knobs: BATCH (32), STEPS (10), REPEATS (5), VARIANTS (gpu_step.py's default order: fast,
+# today,fast_split_pos_conv,fast_matmul_frontend,ctc_fast,fast_loop,fast_threefry,
+# xla_attention), TORCH (auto|yes|no), TORCH_COMPILE (auto: with CUDA), PROFILE (variants
+# traced with jax.profiler after timing: fast,today), SMOKE=1 (tiny shapes, for a CPU check
+# of this script).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/mlasr_gpu_run}"

@@ -66,6 +66,9 @@ VARIANTS = {
     "fast_threefry": dict(attention_impl="cudnn", pos_conv_impl="grouped", prng="threefry"),
     "xla_attention": dict(attention_impl="xla", pos_conv_impl="grouped", prng="threefry"),
     "grouped_only": dict(attention_impl="reference", pos_conv_impl="grouped", prng="threefry"),
+    # fast with 16 split positional convs: isolates the grouped conv inside the whole step.
+    "fast_split_pos_conv": dict(attention_impl="cudnn", pos_conv_impl="split",
+                                prng="unsafe_rbg"),
     # The front end's convs as reshape + matmul (tensor cores even for the 1-channel layer).
     "fast_matmul_frontend": dict(attention_impl="cudnn", pos_conv_impl="grouped",
                                  prng="unsafe_rbg", conv_impl="matmul"),
@@ -88,8 +91,8 @@ def _parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--steps", type=int, default=10, help="steps per timed round")
   p.add_argument("--repeats", type=int, default=5, help="timed rounds (median over them)")
   p.add_argument("--variants",
-                 default="fast,today,fast_matmul_frontend,ctc_fast,fast_loop,fast_threefry,"
-                 "xla_attention",
+                 default="fast,today,fast_split_pos_conv,fast_matmul_frontend,ctc_fast,"
+                 "fast_loop,fast_threefry,xla_attention",
                  help=f"comma-separated, in priority order; known: {','.join(VARIANTS)}")
   p.add_argument("--components", default="yes", choices=("yes", "no"),
                  help="per-component attention / positional conv timings")
